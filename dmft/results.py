@@ -1,0 +1,122 @@
+"""Result containers shared by the simulator and the solver.
+
+Both return frozen dataclasses registered as JAX pytrees, with the same field names and the
+same per-run shapes, so they compare field by field. A simulation has a leading ``seeds`` axis.
+Layer stacks index ``ℓ = 1 … L+1`` as ``0 … L``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from dmft.errors import DivergenceError
+
+
+def _shape(x):
+    return None if x is None else tuple(np.shape(x))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationResult:
+    """An ensemble of trained finite networks.
+
+    Attributes:
+        loss: (seeds, steps+1) training loss ``1/(2P) Σ_μ Δ_μ²``; ``loss[:, t]`` after t updates.
+        predictions: (seeds, steps+1, P) network outputs on the training points.
+        ntk: (seeds, steps+1, P, P) NTK from the kernel formula of SPEC §2 (η₀ factored out).
+        phi_kernel, g_kernel, h_kernel: (seeds, L+1, steps+1, P, P) equal-time Φˡ(t,t), Gˡ(t,t),
+            Hˡ(t,t) for ℓ = 1 … L+1.
+        phi_two_time, g_two_time: (seeds, len(two_time_layers), steps+1, steps+1, P, P) two-time
+            kernels Φˡ(t,s), Gˡ(t,s) for the layers in ``two_time_layers``.
+        test_loss: (seeds, steps+1) or None.
+        test_predictions: (seeds, steps+1, Q) or None.
+        diverged_step: (seeds,) first step whose loss is not finite, −1 if none.
+        params: trained parameters {"W0", "Ws", "w"} with a seeds axis, if asked for.
+        two_time_layers: the ℓ values (1-based) of the two-time kernels.
+        settings: the arguments that produced the result.
+    """
+
+    loss: Any
+    predictions: Any
+    ntk: Any
+    phi_kernel: Any
+    g_kernel: Any
+    h_kernel: Any
+    phi_two_time: Any
+    g_two_time: Any
+    test_loss: Any
+    test_predictions: Any
+    diverged_step: Any
+    params: Any = None
+    two_time_layers: tuple = ()
+    settings: tuple = ()
+
+    @property
+    def config(self) -> dict:
+        """The settings as a dict."""
+        return dict(self.settings)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(np.any(np.asarray(self.diverged_step) >= 0))
+
+    @property
+    def status(self) -> str:
+        """"ok", or a sentence saying which seeds diverged at which step and what to try."""
+        steps = np.asarray(self.diverged_step)
+        bad = np.flatnonzero(steps >= 0)
+        if bad.size == 0:
+            return "ok"
+        first = int(bad[np.argmin(steps[bad])])
+        return (
+            f"diverged: {bad.size} of {steps.size} seeds produced a non-finite loss, the first "
+            f"at step {int(steps[first])} (seed index {first}); lower `eta0` "
+            f"(now {self.config.get('eta0')}) or `gamma0`"
+        )
+
+    def raise_if_diverged(self):
+        if self.diverged:
+            raise DivergenceError(self.status, step=int(np.min(
+                np.where(np.asarray(self.diverged_step) >= 0, self.diverged_step, np.iinfo(np.int32).max)
+            )))
+
+    def mean(self, field: str = "loss"):
+        """Ensemble mean of a field over seeds."""
+        return np.mean(np.asarray(getattr(self, field)), axis=0)
+
+    def stderr(self, field: str = "loss"):
+        """Standard error of the ensemble mean of a field (ddof = 1; zero for one seed)."""
+        x = np.asarray(getattr(self, field))
+        if x.shape[0] < 2:
+            return np.zeros(x.shape[1:])
+        return np.std(x, axis=0, ddof=1) / np.sqrt(x.shape[0])
+
+    def __repr__(self):
+        cfg = self.config
+        lines = [
+            "SimulationResult(",
+            f"  width={cfg.get('width')}, depth={cfg.get('depth')}, "
+            f"activation={cfg.get('activation')!r}, parameterization={cfg.get('parameterization')!r},",
+            f"  seeds={np.shape(self.loss)[0]}, steps={np.shape(self.loss)[1] - 1}, "
+            f"status={self.status!r},",
+            f"  loss: {_shape(self.loss)}, final mean {float(np.nanmean(np.asarray(self.loss)[:, -1])):.6g},",
+            f"  predictions: {_shape(self.predictions)}, ntk: {_shape(self.ntk)},",
+            f"  phi_kernel/g_kernel/h_kernel: {_shape(self.phi_kernel)},",
+            f"  two-time kernels for layers {self.two_time_layers}: {_shape(self.phi_two_time)},",
+        ]
+        if self.test_loss is not None:
+            lines.append(f"  test_loss: {_shape(self.test_loss)},")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+_SIM_DATA = [
+    f.name for f in dataclasses.fields(SimulationResult) if f.name not in ("two_time_layers", "settings")
+]
+jax.tree_util.register_dataclass(
+    SimulationResult, data_fields=_SIM_DATA, meta_fields=["two_time_layers", "settings"]
+)
