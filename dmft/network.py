@@ -25,12 +25,19 @@ from dmft.parameterization import Scales
 
 
 def init_params(key, *, width: int, depth: int, dim: int, dtype=jnp.float32) -> dict:
-    """Draw W⁰ (N, D), Wˡ (L, N, N) and w (N,) with i.i.d. N(0, 1) entries."""
+    """Draw W⁰ (N, D), Wˡ (L, N, N) and w (N,) with i.i.d. N(0, 1) entries.
+
+    Draws are made in float32 and cast, so one key gives the same network in either precision.
+    """
     k0, k1, k2 = jax.random.split(key, 3)
+
+    def draw(k, shape):
+        return jax.random.normal(k, shape, jnp.float32).astype(dtype)
+
     return {
-        "W0": jax.random.normal(k0, (width, dim), dtype),
-        "Ws": jax.random.normal(k1, (depth, width, width), dtype),
-        "w": jax.random.normal(k2, (width,), dtype),
+        "W0": draw(k0, (width, dim)),
+        "Ws": draw(k1, (depth, width, width)),
+        "w": draw(k2, (width,)),
     }
 
 
