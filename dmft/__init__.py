@@ -4,20 +4,34 @@ Public names only; everything else may change.
 """
 
 from dmft.activations import Activation, get_activation
+from dmft.coord_check import CoordCheck, coord_check
 from dmft.errors import ConvergenceError, DivergenceError
+from dmft.lazy import LazyKernels, gaussian_expectations, lazy_errors, lazy_kernels
+from dmft.plot import plot_coord_check, plot_loss
 from dmft.results import SimulationResult
 from dmft.schedule import batch_schedule
 from dmft.simulate import estimate_memory, simulate
+from dmft.transfer import Sweep, hyperparameter_sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
     "ConvergenceError",
+    "CoordCheck",
     "DivergenceError",
+    "LazyKernels",
     "SimulationResult",
+    "Sweep",
     "batch_schedule",
+    "coord_check",
     "estimate_memory",
+    "gaussian_expectations",
     "get_activation",
+    "hyperparameter_sweep",
+    "lazy_errors",
+    "lazy_kernels",
+    "plot_coord_check",
+    "plot_loss",
     "simulate",
 ]

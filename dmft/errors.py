@@ -14,7 +14,9 @@ class DivergenceError(FloatingPointError):
 class ConvergenceError(RuntimeError):
     """A fixed-point solve stopped before reaching its tolerance."""
 
-    def __init__(self, message: str, *, iterations: int | None = None, residual: float | None = None):
+    def __init__(
+        self, message: str, *, iterations: int | None = None, residual: float | None = None
+    ):
         super().__init__(message)
         self.iterations = iterations
         self.residual = residual

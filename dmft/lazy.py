@@ -94,7 +94,12 @@ def lazy_kernels(
     """
     X = np.asarray(X, dtype=np.float64)
     sc = scales(
-        parameterization, width=1, depth=depth, alpha=alpha, beta0=float(beta0), gamma0=1.0,
+        parameterization,
+        width=1,
+        depth=depth,
+        alpha=alpha,
+        beta0=float(beta0),
+        gamma0=1.0,
         eta0=1.0,
     )
     b2 = float(sc.branch) ** 2

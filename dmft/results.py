@@ -30,8 +30,8 @@ class SimulationResult:
         ntk: (seeds, steps+1, P, P) NTK from the kernel formula of SPEC §2 (η₀ factored out).
         phi_kernel, g_kernel, h_kernel: (seeds, L+1, steps+1, P, P) equal-time Φˡ(t,t), Gˡ(t,t),
             Hˡ(t,t) for ℓ = 1 … L+1.
-        phi_two_time, g_two_time: (seeds, len(two_time_layers), steps+1, steps+1, P, P) two-time
-            kernels Φˡ(t,s), Gˡ(t,s) for the layers in ``two_time_layers``.
+        phi_two_time, g_two_time, h_two_time: (seeds, len(two_time_layers), steps+1, steps+1, P, P)
+            two-time kernels Φˡ(t,s), Gˡ(t,s), Hˡ(t,s) for the layers in ``two_time_layers``.
         test_loss: (seeds, steps+1) or None.
         test_predictions: (seeds, steps+1, Q) or None.
         diverged_step: (seeds,) first step whose loss is not finite, −1 if none.
@@ -48,6 +48,7 @@ class SimulationResult:
     h_kernel: Any
     phi_two_time: Any
     g_two_time: Any
+    h_two_time: Any
     test_loss: Any
     test_predictions: Any
     diverged_step: Any
@@ -66,7 +67,7 @@ class SimulationResult:
 
     @property
     def status(self) -> str:
-        """"ok", or a sentence saying which seeds diverged at which step and what to try."""
+        """ "ok", or a sentence saying which seeds diverged at which step and what to try."""
         steps = np.asarray(self.diverged_step)
         bad = np.flatnonzero(steps >= 0)
         if bad.size == 0:
@@ -80,9 +81,18 @@ class SimulationResult:
 
     def raise_if_diverged(self):
         if self.diverged:
-            raise DivergenceError(self.status, step=int(np.min(
-                np.where(np.asarray(self.diverged_step) >= 0, self.diverged_step, np.iinfo(np.int32).max)
-            )))
+            raise DivergenceError(
+                self.status,
+                step=int(
+                    np.min(
+                        np.where(
+                            np.asarray(self.diverged_step) >= 0,
+                            self.diverged_step,
+                            np.iinfo(np.int32).max,
+                        )
+                    )
+                ),
+            )
 
     def mean(self, field: str = "loss"):
         """Ensemble mean of a field over seeds."""
@@ -115,7 +125,9 @@ class SimulationResult:
 
 
 _SIM_DATA = [
-    f.name for f in dataclasses.fields(SimulationResult) if f.name not in ("two_time_layers", "settings")
+    f.name
+    for f in dataclasses.fields(SimulationResult)
+    if f.name not in ("two_time_layers", "settings")
 ]
 jax.tree_util.register_dataclass(
     SimulationResult, data_fields=_SIM_DATA, meta_fields=["two_time_layers", "settings"]

@@ -79,7 +79,9 @@ def check_data(X, y, *, x_name="X", y_name="y", dim=None):
             f"got {y.shape}"
         )
     if dim is not None and X.shape[1] != dim:
-        raise ValueError(f"`{x_name}` must have {dim} columns like the training inputs, got {X.shape}")
+        raise ValueError(
+            f"`{x_name}` must have {dim} columns like the training inputs, got {X.shape}"
+        )
     for name, arr in ((x_name, X), (y_name, y)):
         if arr.dtype.kind not in "biuf" or arr.dtype == bool:
             raise TypeError(f"`{name}` must hold real numbers, got dtype {arr.dtype}")

@@ -96,6 +96,7 @@ def _train_one(key, X_all, y, y_test, masks, eta0, beta0, gamma0, cfg: _Config):
         if cfg.two_time_layers:
             out["phi_feat"] = cfg.act.fn(h[tt])
             out["g_feat"] = g[tt]
+            out["h_feat"] = h[tt]
         return out, (h, g, delta)
 
     def step(carry, mask):
@@ -112,7 +113,7 @@ def _train_one(key, X_all, y, y_test, masks, eta0, beta0, gamma0, cfg: _Config):
     for name in ("phi_kernel", "g_kernel", "h_kernel"):
         out[name] = jnp.swapaxes(out[name], 0, 1)  # (L+1, T+1, P, P)
     if cfg.two_time_layers:
-        for name in ("phi", "g"):
+        for name in ("phi", "g", "h"):
             feat = out.pop(f"{name}_feat")  # (T+1, k, N, P)
             out[f"{name}_two_time"] = jnp.einsum("tknp,sknq->ktspq", feat, feat) / cfg.width
     if cfg.return_params:
@@ -135,19 +136,36 @@ def _bytes_per_seed(cfg: _Config, dim: int, n_all: int, steps: int, itemsize: in
     act_bytes = 6 * (L + 1) * n * n_all
     out_bytes = (steps + 1) * (3 * (L + 1) * P * P + P * P + 2 * n_all)
     k = len(cfg.two_time_layers)
-    tt_bytes = k * (steps + 1) * (2 * n * P + 2 * (steps + 1) * P * P)
+    tt_bytes = k * (steps + 1) * (3 * n * P + 3 * (steps + 1) * P * P)
     return itemsize * (param_bytes + act_bytes + out_bytes + tt_bytes)
 
 
 def estimate_memory(
-    *, width: int, depth: int, n_points: int, dim: int, steps: int, seeds: int = 1,
-    n_test: int = 0, optimizer: str = "gd", momentum: float = 0.0, two_time_layers=(),
+    *,
+    width: int,
+    depth: int,
+    n_points: int,
+    dim: int,
+    steps: int,
+    seeds: int = 1,
+    n_test: int = 0,
+    optimizer: str = "gd",
+    momentum: float = 0.0,
+    two_time_layers=(),
     dtype=jnp.float32,
 ) -> int:
     """Estimated peak bytes to simulate ``seeds`` networks at once (no chunking)."""
     cfg = _Config(
-        width, depth, None, "depth-mup", 0.5, optimizer, momentum, False,
-        tuple(two_time_layers), n_points,
+        width,
+        depth,
+        None,
+        "depth-mup",
+        0.5,
+        optimizer,
+        momentum,
+        False,
+        tuple(two_time_layers),
+        n_points,
     )
     per = _bytes_per_seed(cfg, dim, n_points + n_test, steps, np.dtype(dtype).itemsize)
     return per * seeds
@@ -235,9 +253,17 @@ def simulate(
     check_int("seed", seed, minimum=0)
     check_int("batch_seed", batch_seed, minimum=0)
     common = check_common(
-        depth=depth, activation=activation, beta0=beta0, gamma0=gamma0, eta0=eta0, alpha=alpha,
-        parameterization=parameterization, momentum=momentum, batch_size=batch_size,
-        n_points=P, steps=steps,
+        depth=depth,
+        activation=activation,
+        beta0=beta0,
+        gamma0=gamma0,
+        eta0=eta0,
+        alpha=alpha,
+        parameterization=parameterization,
+        momentum=momentum,
+        batch_size=batch_size,
+        n_points=P,
+        steps=steps,
     )
     depth, steps, act = common["depth"], common["steps"], common["activation"]
     if optimizer not in OPTIMIZERS:
@@ -256,8 +282,17 @@ def simulate(
     dt = resolve_dtype(dtype)
 
     cfg = _Config(
-        width, depth, act, parameterization, float(alpha), "adam" if optimizer == "adam" else "gd",
-        float(momentum), bool(center), layers, P, bool(return_params),
+        width,
+        depth,
+        act,
+        parameterization,
+        float(alpha),
+        "adam" if optimizer == "adam" else "gd",
+        float(momentum),
+        bool(center),
+        layers,
+        P,
+        bool(return_params),
     )
     n_all = P + (0 if X_test is None else X_test.shape[0])
     if chunk_size is None:
@@ -288,10 +323,23 @@ def simulate(
     finite = np.isfinite(out["loss"])
     diverged_step = np.where(finite.all(axis=1), -1, np.argmin(finite, axis=1)).astype(np.int32)
     settings = dict(
-        width=width, depth=depth, activation=act.name, beta0=_num(beta0), gamma0=_num(gamma0),
-        eta0=_num(eta0), steps=steps, seeds=seeds, seed=seed, parameterization=parameterization,
-        alpha=float(alpha), optimizer=optimizer, batch_size=batch_size, batch_seed=batch_seed,
-        momentum=float(momentum), center=bool(center), dtype=dt.name,
+        width=width,
+        depth=depth,
+        activation=act.name,
+        beta0=_num(beta0),
+        gamma0=_num(gamma0),
+        eta0=_num(eta0),
+        steps=steps,
+        seeds=seeds,
+        seed=seed,
+        parameterization=parameterization,
+        alpha=float(alpha),
+        optimizer=optimizer,
+        batch_size=batch_size,
+        batch_seed=batch_seed,
+        momentum=float(momentum),
+        center=bool(center),
+        dtype=dt.name,
     )
     result = SimulationResult(
         loss=out["loss"],
@@ -302,6 +350,7 @@ def simulate(
         h_kernel=out["h_kernel"],
         phi_two_time=out.get("phi_two_time"),
         g_two_time=out.get("g_two_time"),
+        h_two_time=out.get("h_two_time"),
         test_loss=out.get("test_loss"),
         test_predictions=out.get("test_predictions"),
         diverged_step=diverged_step,

@@ -21,9 +21,9 @@ def test_linear_one_point_values():
     assert linear_one_point_ntk(10) == pytest.approx(7.545, abs=5e-4)
     assert linear_one_point_ntk(np.inf) == pytest.approx(3 * np.e)
     for L in (1, 3, 16):
-        assert lazy_kernels(one, depth=L, activation="linear", beta0=0.7).ntk[0, 0] == pytest.approx(
-            linear_one_point_ntk(L, 0.7), rel=1e-13
-        )
+        assert lazy_kernels(one, depth=L, activation="linear", beta0=0.7).ntk[
+            0, 0
+        ] == pytest.approx(linear_one_point_ntk(L, 0.7), rel=1e-13)
 
 
 def test_linear_one_point_depth_correction():
@@ -48,8 +48,9 @@ def test_quadrature_matches_sine_closed_form():
 
 
 def test_relu_arccos_special_angles():
-    H = np.array([[2.0, 2.0, -2.0, 0.0], [2.0, 2.0, -2.0, 0.0], [-2.0, -2.0, 2.0, 0.0],
-                  [0.0, 0.0, 0.0, 3.0]])
+    H = np.array(
+        [[2.0, 2.0, -2.0, 0.0], [2.0, 2.0, -2.0, 0.0], [-2.0, -2.0, 2.0, 0.0], [0.0, 0.0, 0.0, 3.0]]
+    )
     phi, dphi = relu_expectations(H)
     assert phi[0, 1] == pytest.approx(1.0)  # identical inputs: E[relu(a)^2] = H/2
     assert phi[0, 2] == pytest.approx(0.0, abs=1e-15)  # opposite inputs never both fire

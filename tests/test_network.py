@@ -21,8 +21,15 @@ def _setup(activation, depth, parameterization="depth-mup", alpha=0.5, width=24,
 
 @pytest.mark.parametrize(
     "activation,depth",
-    [("linear", 1), ("linear", 4), ("linear", 16), ("relu", 1), ("relu", 4), ("relu", 16),
-     ("tanh", 4)],
+    [
+        ("linear", 1),
+        ("linear", 4),
+        ("linear", 16),
+        ("relu", 1),
+        ("relu", 4),
+        ("relu", 16),
+        ("tanh", 4),
+    ],
 )
 @pytest.mark.parametrize("steps", [0, 6])
 def test_ntk_formula_equals_autodiff_ntk(data, activation, depth, steps):
@@ -49,7 +56,9 @@ def test_ntk_formula_other_parameterizations(data, parameterization, alpha):
     h, _ = network.forward(params, jnp.asarray(X), act=act, sc=sc)
     g = network.backward(params, h, act=act, sc=sc)
     phi_k, g_k, _ = network.kernels(h, g, act=act)
-    formula = network.ntk_from_kernels(network.input_kernel(jnp.asarray(X)), phi_k, g_k, sc.ntk_block)
+    formula = network.ntk_from_kernels(
+        network.input_kernel(jnp.asarray(X)), phi_k, g_k, sc.ntk_block
+    )
     emp = network.empirical_ntk(params, jnp.asarray(X), act=act, sc=sc, eta0=0.3)
     np.testing.assert_allclose(formula, emp, rtol=1e-9, atol=1e-12)
 

@@ -26,7 +26,12 @@ def _linearised_predictions(K, y, *, eta0, steps, momentum=0.0, masks=None):
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(), dict(momentum=0.6), dict(batch_size=3, batch_seed=7), dict(momentum=0.5, batch_size=4)],
+    [
+        dict(),
+        dict(momentum=0.6),
+        dict(batch_size=3, batch_seed=7),
+        dict(momentum=0.5, batch_size=4),
+    ],
     ids=["gd", "momentum", "sgd", "sgd+momentum"],
 )
 def test_lazy_network_follows_linearised_dynamics(data, kw):
@@ -35,8 +40,16 @@ def test_lazy_network_follows_linearised_dynamics(data, kw):
     X, y = data
     steps, eta0 = 12, 0.4
     res = dmft.simulate(
-        X, y, width=128, depth=3, activation="tanh", gamma0=1e-4, eta0=eta0, steps=steps,
-        center=True, **kw,
+        X,
+        y,
+        width=128,
+        depth=3,
+        activation="tanh",
+        gamma0=1e-4,
+        eta0=eta0,
+        steps=steps,
+        center=True,
+        **kw,
     )
     masks = dmft.batch_schedule(len(y), kw.get("batch_size"), steps, kw.get("batch_seed", 0))
     ref = _linearised_predictions(
@@ -78,7 +91,14 @@ def test_float32_and_float64_agree(data):
 def test_fields_shapes_and_two_time_diagonal(data):
     X, y = data
     res = dmft.simulate(
-        X, y, width=32, depth=3, steps=5, seeds=2, two_time_layers=(1, 4), X_test=X[:3],
+        X,
+        y,
+        width=32,
+        depth=3,
+        steps=5,
+        seeds=2,
+        two_time_layers=(1, 4),
+        X_test=X[:3],
         y_test=y[:3],
     )
     assert res.loss.shape == (2, 6) and res.predictions.shape == (2, 6, 8)
@@ -100,8 +120,16 @@ def test_every_parameterization_and_optimizer_trains(data, parameterization, opt
     X, y = data
     eta0 = {"gd": 0.05, "adam": 0.02}[optimizer]
     res = dmft.simulate(
-        X, y, width=64, depth=4, steps=20, eta0=eta0, optimizer=optimizer,
-        parameterization=parameterization, beta0=0.5, center=True,
+        X,
+        y,
+        width=64,
+        depth=4,
+        steps=20,
+        eta0=eta0,
+        optimizer=optimizer,
+        parameterization=parameterization,
+        beta0=0.5,
+        center=True,
     )
     assert res.status == "ok"
     assert res.loss[0, -1] < 0.9 * res.loss[0, 0]
