@@ -8,9 +8,10 @@ from dmft.coord_check import CoordCheck, coord_check
 from dmft.errors import ConvergenceError, DivergenceError
 from dmft.lazy import LazyKernels, gaussian_expectations, lazy_errors, lazy_kernels
 from dmft.plot import plot_coord_check, plot_loss
-from dmft.results import SimulationResult
+from dmft.results import SimulationResult, Solution
 from dmft.schedule import batch_schedule
 from dmft.simulate import estimate_memory, simulate
+from dmft.solve import solve_dmft
 from dmft.transfer import Sweep, hyperparameter_sweep
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "DivergenceError",
     "LazyKernels",
     "SimulationResult",
+    "Solution",
     "Sweep",
     "batch_schedule",
     "coord_check",
@@ -34,4 +36,5 @@ __all__ = [
     "plot_coord_check",
     "plot_loss",
     "simulate",
+    "solve_dmft",
 ]

@@ -132,3 +132,99 @@ _SIM_DATA = [
 jax.tree_util.register_dataclass(
     SimulationResult, data_fields=_SIM_DATA, meta_fields=["two_time_layers", "settings"]
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Solution:
+    """The N → ∞ DMFT at finite depth (SPEC §3): one trajectory, no seeds axis.
+
+    Field names and per-run shapes match :class:`SimulationResult`, so the two compare field by
+    field (``sim.mean("loss")`` against ``sol.loss``).
+
+    Attributes:
+        loss: (steps+1,) training loss. predictions: (steps+1, P). ntk: (steps+1, P, P).
+        phi_kernel, g_kernel, h_kernel: (L+1, steps+1, P, P) equal-time kernels, ℓ = 1 … L+1.
+        phi_two_time, g_two_time, h_two_time: (L+1, steps+1, steps+1, P, P) Φˡ(t,s), Gˡ(t,s),
+            Hˡ(t,s) for every layer.
+        a_response, b_response: (L, steps+1, steps+1, P, P) Aˡ(t,s) = E[∂φ(hˡ(t))/∂rˡ(s)] and
+            Bˡ(t,s) = E[∂gˡ⁺¹(t)/∂uˡ(s)], ℓ = 1 … L.
+        test_loss: (steps+1,) or None. test_predictions: (steps+1, Q) or None.
+        loss_error: (steps+1,) Monte Carlo standard error of the loss (zeros for exact paths).
+        converged: whether the solve met its tolerance. iterations: iterations used.
+        residuals: (iterations,) self-consistency residual per iteration.
+        diverged_step: first step with a non-finite loss, −1 if none.
+        memory_estimate: bytes the solver estimated before starting.
+        method: "linear-exact" or "monte-carlo".
+        settings: the arguments that produced the solution.
+    """
+
+    loss: Any
+    predictions: Any
+    ntk: Any
+    phi_kernel: Any
+    g_kernel: Any
+    h_kernel: Any
+    phi_two_time: Any
+    g_two_time: Any
+    h_two_time: Any
+    a_response: Any
+    b_response: Any
+    test_loss: Any
+    test_predictions: Any
+    loss_error: Any
+    converged: Any
+    iterations: Any
+    residuals: Any
+    diverged_step: Any
+    memory_estimate: int = 0
+    method: str = ""
+    settings: tuple = ()
+
+    @property
+    def config(self) -> dict:
+        return dict(self.settings)
+
+    @property
+    def two_time_layers(self) -> tuple:
+        return tuple(range(1, np.shape(self.phi_kernel)[0] + 1))
+
+    @property
+    def status(self) -> str:
+        step = int(np.max(np.asarray(self.diverged_step)))
+        if step >= 0:
+            return (
+                f"diverged: the loss is not finite from step {step}; lower `eta0` "
+                f"(now {self.config.get('eta0')}) — gradient descent is stable only for "
+                "η₀·λ_max(K)/P < 2"
+            )
+        if not bool(np.all(np.asarray(self.converged))):
+            return (
+                f"not converged after {int(np.max(np.asarray(self.iterations)))} iterations; "
+                "raise `max_iter`, lower `damping`, or continue from a smaller `gamma0`"
+            )
+        return "ok"
+
+    def __repr__(self):
+        cfg = self.config
+        loss = np.asarray(self.loss)
+        lines = [
+            "Solution(",
+            f"  method={self.method!r}, depth={cfg.get('depth')}, activation={cfg.get('activation')!r}, "
+            f"steps={loss.shape[-1] - 1}, status={self.status!r},",
+            f"  loss: {_shape(self.loss)}, final {float(loss.reshape(-1, loss.shape[-1])[0, -1]):.6g},",
+            f"  predictions: {_shape(self.predictions)}, ntk: {_shape(self.ntk)},",
+            f"  kernels: {_shape(self.phi_two_time)}, responses: {_shape(self.a_response)},",
+            f"  iterations={self.iterations}, memory_estimate={self.memory_estimate / 2**20:.1f} MiB,",
+        ]
+        if self.test_loss is not None:
+            lines.append(f"  test_loss: {_shape(self.test_loss)},")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+_SOL_META = ["memory_estimate", "method", "settings"]
+jax.tree_util.register_dataclass(
+    Solution,
+    data_fields=[f.name for f in dataclasses.fields(Solution) if f.name not in _SOL_META],
+    meta_fields=_SOL_META,
+)
