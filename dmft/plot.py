@@ -8,7 +8,8 @@ import numpy as np
 
 def _axes(ax, ncols=1, size=(4.5, 3.4)):
     if ax is not None:
-        return ax.figure, ax
+        first = np.ravel(ax)[0] if isinstance(ax, (list, tuple, np.ndarray)) else ax
+        return first.figure, ax
     fig, ax = plt.subplots(1, ncols, figsize=(size[0] * ncols, size[1]), constrained_layout=True)
     return fig, ax
 
@@ -21,7 +22,8 @@ def plot_loss(result, *, ax=None, label=None, field="loss", color=None, logy=Tru
     if y.ndim == 2:  # seeds first
         mean, se = result.mean(field), result.stderr(field)
     else:
-        mean, se = y, np.asarray(getattr(result, f"{field}_error", None) or np.zeros_like(y))
+        err = getattr(result, f"{field}_error", None)
+        mean, se = y, np.zeros_like(y) if err is None else np.asarray(err)
     t = np.arange(mean.shape[0])
     (line,) = ax.plot(t, mean, label=label, color=color)
     if np.any(se > 0):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from dmft import network
 from dmft.activations import Activation
