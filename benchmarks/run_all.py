@@ -1,0 +1,42 @@
+"""Run every benchmark and write its JSON under benchmarks/results/.
+
+python benchmarks/run_all.py [--small] [--torch-python PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true")
+    parser.add_argument("--torch-python", default=None)
+    args = parser.parse_args()
+    results = os.path.join(HERE, "results")
+    suffix = "_small" if args.small else ""
+    small = ["--small"] if args.small else []
+    runs = [
+        ["bench_simulate.py", *small, "--out", os.path.join(results, f"simulate{suffix}.json")]
+        + (["--torch-python", args.torch_python] if args.torch_python else []),
+        [
+            "bench_solve_linear.py",
+            *small,
+            "--out",
+            os.path.join(results, f"solve_linear{suffix}.json"),
+        ],
+    ]
+    failed = 0
+    for cmd in runs:
+        print("==", " ".join(cmd), flush=True)
+        failed |= subprocess.call([sys.executable, os.path.join(HERE, cmd[0]), *cmd[1:]]) != 0
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
