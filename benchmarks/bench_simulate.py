@@ -22,8 +22,9 @@ Sections (each a key of the JSON written to ``--out``):
   short trial finds faster).
 - ``check``: float64 cross-check at small size: ``dmft.simulate``, the JAX autodiff version
   and PyTorch from the same initial weights must give the same loss trajectory.
-- ``memory``: peak resident memory (``ru_maxrss`` of a child process) of a large
-  ``dmft.simulate`` call, with the chunking over seeds implied by ``dmft.estimate_memory``.
+- ``memory``: peak resident memory (``ru_maxrss`` of a child process, and the child's own
+  ``VmHWM``) of a large ``dmft.simulate`` call, with the chunking over seeds implied by
+  ``dmft.estimate_memory``. It runs first, while the parent process is still small.
 
 Wall times are ``*_s``; ``cpu_s`` is process CPU time over the same interval. The CPUs kept
 busy by other processes are sampled before and after the run (``busy_cpus_*``): on a machine
@@ -292,7 +293,7 @@ def bench_matmul(sz: Sizes) -> dict:
     }
     out = {}
     for name, (fn, args, flops) in cases.items():
-        seconds = median_time(fn, *args, repeats=sz.repeats if n > 512 else 5 * sz.repeats)
+        seconds = median_time(fn, *args, repeats=sz.repeats)
         out[name] = {"seconds": seconds, "gflops": flops / seconds / 1e9}
     return out
 
@@ -303,6 +304,7 @@ def bench_matmul(sz: Sizes) -> dict:
 
 
 def simulate_kwargs(sz: Sizes) -> dict:
+    """Arguments of the timed ``dmft.simulate`` calls, besides the data and η₀."""
     return dict(
         width=sz.width,
         depth=sz.depth,
@@ -475,6 +477,7 @@ def run_torch(python: str, folder: str, name: str, data: str, **options) -> dict
 
 
 def bench_torch(sz: Sizes, python: str, folder: str, data: str, threads: int) -> dict:
+    """The PyTorch reference at the benchmark's sizes, in its faster mode."""
     answer = run_torch(
         python,
         folder,
@@ -543,11 +546,13 @@ def child_check(options: dict) -> dict:
 
 
 def max_rel_diff(a, b) -> float:
+    """max |a − b| / |b| over all entries."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
 def bench_check(sz: Sizes, X, y, python: str | None, folder: str) -> dict:
+    """Loss trajectories of dmft, JAX autodiff and PyTorch (both modes) from dmft's weights."""
     init_path = os.path.join(folder, "check_init.npz")
     options = dict(X=X.tolist(), y=y.tolist(), check=sz.check, eta0=sz.eta0, init_path=init_path)
     answer, _ = run_child(["--child", "check", json.dumps(options)])

@@ -70,13 +70,15 @@ def backward(params: dict, h, *, act: Activation, sc: Scales):
     scale = sc.branch / jnp.sqrt(jnp.asarray(n, h.dtype))
     g_last = act.deriv(h[-1]) * params["w"][:, None]
 
-    def block(g_next, inputs):
+    # Point-major (P, N) inside the loop: gᵀW is an untransposed product, while Wᵀg under vmap
+    # runs ~7x slower on CPU (benchmarks/README.md).
+    def block(gT_next, inputs):
         W, h_l = inputs
-        g = g_next + scale * act.deriv(h_l) * (W.T @ g_next)
-        return g, g
+        gT = gT_next + scale * act.deriv(h_l).T * (gT_next @ W)
+        return gT, gT
 
-    _, g_blocks = lax.scan(block, g_last, (params["Ws"], h[:-1]), reverse=True)
-    return jnp.concatenate([g_blocks, g_last[None]], axis=0)
+    _, g_blocks = lax.scan(block, g_last.T, (params["Ws"], h[:-1]), reverse=True)
+    return jnp.concatenate([jnp.swapaxes(g_blocks, 1, 2), g_last[None]], axis=0)
 
 
 def gradients(params: dict, X, h, g, error, *, act: Activation, sc: Scales) -> dict:
