@@ -150,8 +150,12 @@ class Solution:
             Bˡ(t,s) = E[∂gˡ⁺¹(t)/∂uˡ(s)], ℓ = 1 … L.
         test_loss: (steps+1,) or None. test_predictions: (steps+1, Q) or None.
         loss_error: (steps+1,) Monte Carlo standard error of the loss (zeros for exact paths).
-        converged: whether the solve met its tolerance. iterations: iterations used.
-        residuals: (iterations,) self-consistency residual per iteration.
+        converged: whether the solve met its tolerance (Monte Carlo: the largest relative
+            standard error of the loss is at most ``tol``). iterations: passes over the
+            trajectory (1: both paths march causally in time, nothing is iterated).
+        residuals: (iterations,) the error measure ``converged`` was judged on (the largest
+            relative Monte Carlo error of the loss; 0 for the exact path).
+        test_loss_error: (steps+1,) Monte Carlo standard error of the test loss, or None.
         diverged_step: first step with a non-finite loss, −1 if none.
         memory_estimate: bytes the solver estimated before starting.
         method: "linear-exact" or "monte-carlo".
@@ -176,6 +180,7 @@ class Solution:
     iterations: Any
     residuals: Any
     diverged_step: Any
+    test_loss_error: Any = None
     memory_estimate: int = 0
     method: str = ""
     settings: tuple = ()
@@ -196,6 +201,14 @@ class Solution:
                 f"diverged: the loss is not finite from step {step}; lower `eta0` "
                 f"(now {self.config.get('eta0')}) — gradient descent is stable only for "
                 "η₀·λ_max(K)/P < 2"
+            )
+        if not bool(np.all(np.asarray(self.converged))) and self.method == "monte-carlo":
+            worst = float(np.max(np.asarray(self.residuals)))
+            return (
+                f"not converged: the Monte Carlo error of the loss reaches {100 * worst:.3g}% of "
+                f"the loss, above `tol` = {self.config.get('tol')}; raise `samples` (now "
+                f"{self.config.get('samples')}; the error falls as samples^-1/2) or `replicas`, "
+                "or loosen `tol`"
             )
         if not bool(np.all(np.asarray(self.converged))):
             return (

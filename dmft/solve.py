@@ -5,15 +5,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-from dmft import linear_closure
-from dmft.errors import DivergenceError
+from dmft import linear_closure, monte_carlo
+from dmft.errors import ConvergenceError, DivergenceError
 from dmft.network import input_kernel, ntk_from_kernels
 from dmft.results import Solution
 from dmft.schedule import batch_schedule
-from dmft.settings import check_common, check_data, check_int, resolve_dtype
+from dmft.settings import check_common, check_data, check_int, check_scalar, resolve_dtype
 
 DYNAMICS = ("gd",)
+METHODS = ("auto", "exact", "monte-carlo")
 DEFAULT_MEMORY_LIMIT = 8 * 2**30
 # Keywords of `simulate` that describe finite networks only; accepted and ignored so that one
 # dict of settings can drive both.
@@ -31,6 +33,49 @@ SIMULATOR_ONLY = (
 _linear = jax.jit(
     linear_closure.solve_linear,
     static_argnames=("depth", "steps", "alpha", "momentum", "responses"),
+)
+
+
+def _mc_replicas(Kx, y, omega, eta0, beta0, gamma0, key, *, n_train, replicas, **kw):
+    """Run ``replicas`` independent Monte Carlo solves one after another (memory of one) and
+    return the mean kernels and predictions with the per-replica training and test losses."""
+    dt = Kx.dtype
+
+    def one(key):
+        return monte_carlo.solve_mc(Kx, y, omega, eta0, beta0, gamma0, key, **kw)
+
+    shapes = jax.eval_shape(one, key)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+    T1 = shapes["f"].shape[0]
+
+    def body(i, carry):
+        acc, losses = carry
+        out = one(jax.random.fold_in(key, i))
+        err = (y[None, :] - out["f"]) ** 2
+        loss_i = jnp.stack(
+            [0.5 * jnp.mean(err[:, :n_train], axis=1), 0.5 * jnp.mean(err[:, n_train:], axis=1)]
+        )
+        acc = jax.tree.map(lambda a, b: a + b / replicas, acc, out)
+        return acc, losses.at[i].set(loss_i)
+
+    losses = jnp.zeros((replicas, 2, T1), dt)
+    return lax.fori_loop(0, replicas, body, (zeros, losses))
+
+
+_monte_carlo = jax.jit(
+    _mc_replicas,
+    static_argnames=(
+        "n_train",
+        "replicas",
+        "act",
+        "depth",
+        "steps",
+        "alpha",
+        "momentum",
+        "samples",
+        "rtol",
+        "responses",
+    ),
 )
 
 
@@ -69,6 +114,11 @@ def solve_dmft(
     X_test=None,
     y_test=None,
     responses: bool = True,
+    method: str = "auto",
+    samples: int | None = None,
+    replicas: int = 4,
+    seed: int = 0,
+    tol: float = 0.05,
     dtype=None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     throw: bool = True,
@@ -85,12 +135,16 @@ def solve_dmft(
     closed by Φˡ = E[φ(hˡ)φ(hˡ)ᵀ], Gˡ = E[gˡgˡᵀ] and the responses Aˡ, Bˡ, with predictions by
     the exact discrete-time formula ``f(t) = E[∂φ(h^{L+1}(t))/∂w₀]/γ₀ + Σ_{s<t} ε(t,s)Φ^{L+1}(t,s)/γ₀``.
     For ``activation="linear"`` every variable is linear in the Gaussian sources and the system
-    is solved exactly by one causal time-march (:mod:`dmft.linear_closure`); no sampling.
+    is solved exactly by one causal time-march (:mod:`dmft.linear_closure`); no sampling. Any
+    other activation is solved by the same causal march over ``samples`` Monte Carlo sites
+    (:mod:`dmft.monte_carlo`), with the responses by Gaussian integration by parts (exact for
+    ReLU's kink) and ``replicas`` independent replicas giving the Monte Carlo error. Nothing is
+    iterated, so there is no damping or iteration limit to tune: accuracy is set by ``samples``.
 
     Args:
         X: training inputs (P, D). y: targets (P,).
         depth: L >= 1.
-        activation: "linear" (nonlinear activations are not available yet).
+        activation: "linear", "relu", "tanh" or an elementwise JAX callable.
         beta0, gamma0, eta0: β₀ >= 0, γ₀ > 0, η₀ >= 0; Python or JAX scalars, so ``jax.vmap``
             sweeps them and new values do not recompile.
         steps: number of updates T.
@@ -103,10 +157,21 @@ def solve_dmft(
         X_test, y_test: optional test set; its fields follow the same equations without
             driving learning.
         responses: keep the response terms Aˡ, Bˡ (False: the ablation of SPEC §3).
+        method: "auto" (exact for linear, Monte Carlo otherwise), "exact" (linear only) or
+            "monte-carlo" (any activation; for linear networks, to check the sampler).
+        samples: Monte Carlo sites per replica, at least 2·(steps+1)·(training + test points);
+            default max(8192, 4·(steps+1)·points). The error falls as samples^−1/2.
+        replicas: independent Monte Carlo replicas (>= 2); their spread gives ``loss_error``
+            and the reported fields are their mean. They run one after another, so memory is
+            that of one replica.
+        seed: seed of the Monte Carlo sources.
+        tol: largest accepted relative Monte Carlo standard error of the loss; above it the
+            solution has ``converged=False`` (and ``throw`` raises :class:`dmft.ConvergenceError`).
         dtype: float32 or float64 (default: JAX's default float).
         memory_limit: refuse, before compiling, a solve whose estimated memory exceeds this.
-        throw: raise :class:`dmft.DivergenceError` on a non-finite loss; with False the
-            solution's ``status`` and ``diverged_step`` report it.
+        throw: raise :class:`dmft.DivergenceError` on a non-finite loss and
+            :class:`dmft.ConvergenceError` above ``tol``; with False the solution's ``status``,
+            ``converged`` and ``diverged_step`` report them.
         **simulator_only: ``width``, ``seeds``, ``center``, … are accepted and ignored, so one
             dict of settings drives both ``simulate`` and ``solve_dmft``.
 
@@ -115,8 +180,9 @@ def solve_dmft(
 
     Raises:
         ValueError, TypeError: bad input, before compiling.
-        NotImplementedError: a nonlinear activation or gradient flow.
+        NotImplementedError: gradient flow (``dynamics="flow"``).
         DivergenceError: when ``throw`` and the loss becomes non-finite.
+        ConvergenceError: when ``throw`` and the Monte Carlo error exceeds ``tol``.
 
     Example:
         >>> import numpy as np, dmft
@@ -163,44 +229,84 @@ def solve_dmft(
         raise ValueError("`X_test` and `y_test` must be given together")
     if X_test is not None:
         X_test, y_test = check_data(X_test, y_test, x_name="X_test", y_name="y_test", dim=D)
-    if not act.is_linear:
-        raise NotImplementedError(
-            f"activation={act.name!r}: the Monte Carlo solver for nonlinear activations is not "
-            "available yet; activation='linear' is solved exactly"
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
+    if method == "exact" and not act.is_linear:
+        raise ValueError(
+            f"method='exact' needs activation='linear' (got {act.name!r}); nonlinear activations "
+            "are solved by method='monte-carlo'"
         )
+    exact = act.is_linear and method != "monte-carlo"
+    n_all = P + (0 if X_test is None else X_test.shape[0])
+    M = (steps + 1) * n_all
+    if not exact:
+        if samples is None:
+            samples = max(8192, 4 * M)
+        check_int("samples", samples, minimum=2 * M)
+        check_int("replicas", replicas, minimum=2)
+        check_int("seed", seed, minimum=0)
+    check_scalar("tol", tol, low=0.0, low_open=True)
     dt = resolve_dtype(dtype)
     X_all = X if X_test is None else np.concatenate([X, X_test])
     y_all = y if y_test is None else np.concatenate([y, y_test])
-    n_all = X_all.shape[0]
-    estimate = linear_closure.memory_bytes(
-        depth=depth, steps=steps, n_points=n_all, itemsize=dt.itemsize
-    )
+    if exact:
+        estimate = linear_closure.memory_bytes(
+            depth=depth, steps=steps, n_points=n_all, itemsize=dt.itemsize
+        )
+    else:
+        estimate = monte_carlo.memory_bytes(
+            depth=depth, steps=steps, n_points=n_all, samples=samples, itemsize=dt.itemsize
+        )
     if estimate > memory_limit:
+        fewer = "" if exact else "fewer `samples`, "
         raise ValueError(
             f"this solve needs about {estimate / 2**30:.2f} GiB, over `memory_limit` = "
-            f"{memory_limit / 2**30:.2f} GiB; reduce `steps`, `depth` or the number of points, "
-            "use dtype='float32', or raise `memory_limit`"
+            f"{memory_limit / 2**30:.2f} GiB; reduce {fewer}`steps`, `depth` or the number of "
+            "points, use dtype='float32', or raise `memory_limit`"
         )
 
     omega = np.zeros((steps, n_all))
     mask = batch_schedule(P, batch_size, steps, batch_seed)
     omega[:, :P] = mask / mask.sum(axis=1, keepdims=True)
     Kx = input_kernel(jnp.asarray(X_all, dt))
-    out = _linear(
-        Kx,
-        jnp.asarray(y_all, dt),
-        jnp.asarray(omega, dt),
-        *(jnp.asarray(v, dt) for v in (eta0, beta0, gamma0)),
-        depth=depth,
-        steps=steps,
-        alpha=float(alpha),
-        momentum=float(momentum),
-        responses=bool(responses),
-    )
+    scalars = tuple(jnp.asarray(v, dt) for v in (eta0, beta0, gamma0))
+    common_static = dict(depth=depth, steps=steps, alpha=float(alpha), momentum=float(momentum))
+    if exact:
+        out = _linear(
+            Kx,
+            jnp.asarray(y_all, dt),
+            jnp.asarray(omega, dt),
+            *scalars,
+            responses=bool(responses),
+            **common_static,
+        )
+        h2 = _two_time(out["Phi"], steps, n_all, P)
+        a_resp = _two_time(out["A"], steps, n_all, P)
+        b_resp = _two_time(out["B"], steps, n_all, P)
+        loss_error = None
+    else:
+        out, replica_losses = _monte_carlo(
+            Kx,
+            jnp.asarray(y_all, dt),
+            jnp.asarray(omega, dt),
+            *scalars,
+            jax.random.PRNGKey(seed),
+            n_train=P,
+            replicas=replicas,
+            act=act,
+            samples=samples,
+            rtol=float(np.sqrt(np.finfo(dt).eps)) ** 1.5,
+            responses=bool(responses),
+            **common_static,
+        )
+        h2 = a_resp = b_resp = None
+        sem = jnp.std(replica_losses, axis=0, ddof=1) / np.sqrt(replicas)
+        loss_error, test_loss_error = sem[0], sem[1]
     phi2 = _two_time(out["Phi"], steps, n_all, P)
     g2 = _two_time(out["G"], steps, n_all, P)
     diag = lambda K: jnp.einsum("ltt...->lt...", K)  # noqa: E731
     phi_k, g_k = diag(phi2), diag(g2)
+    h_k = phi_k if exact else out["H"][:, :, :P, :P]
     ntk_block = jnp.asarray(beta0, dt) ** 2 / depth
     ntk = jax.vmap(ntk_from_kernels, in_axes=(None, 1, 1, None))(Kx[:P, :P], phi_k, g_k, ntk_block)
     f = out["f"]
@@ -211,6 +317,14 @@ def solve_dmft(
         test_loss = 0.5 * jnp.mean((jnp.asarray(y_test, dt) - test_pred) ** 2, axis=-1)
     finite = jnp.isfinite(loss)
     diverged_step = jnp.where(jnp.all(finite), -1, jnp.argmin(finite)).astype(jnp.int32)
+    if exact:
+        loss_error = jnp.zeros_like(loss)
+        worst = jnp.zeros((), dt)
+    else:
+        # relative Monte Carlo error of the loss, where the loss is still above rounding
+        floor = 1e3 * jnp.finfo(dt).eps * loss[0]
+        worst = jnp.max(jnp.where(loss > floor, loss_error / jnp.maximum(loss, floor), 0.0))
+    converged = jnp.logical_and(worst <= tol, jnp.all(finite))
 
     settings = dict(
         depth=depth,
@@ -227,29 +341,35 @@ def solve_dmft(
         responses=bool(responses),
         dtype=dt.name,
     )
+    if not exact:
+        settings.update(samples=samples, replicas=replicas, seed=seed, tol=float(tol))
     solution = Solution(
         loss=loss,
         predictions=f[:, :P],
         ntk=ntk,
         phi_kernel=phi_k,
         g_kernel=g_k,
-        h_kernel=phi_k,  # φ is the identity
+        h_kernel=h_k,
         phi_two_time=phi2,
         g_two_time=g2,
-        h_two_time=phi2,
-        a_response=_two_time(out["A"], steps, n_all, P),
-        b_response=_two_time(out["B"], steps, n_all, P),
+        h_two_time=h2,
+        a_response=a_resp,
+        b_response=b_resp,
         test_loss=test_loss,
         test_predictions=test_pred,
-        loss_error=jnp.zeros_like(loss),
-        converged=jnp.asarray(True),
+        loss_error=loss_error,
+        converged=converged,
         iterations=jnp.asarray(1),
-        residuals=jnp.zeros((1,), dt),
+        residuals=worst[None],
         diverged_step=diverged_step,
+        test_loss_error=None if (exact or X_test is None) else test_loss_error,
         memory_estimate=int(estimate),
-        method="linear-exact",
+        method="linear-exact" if exact else "monte-carlo",
         settings=tuple(settings.items()),
     )
-    if throw and not isinstance(diverged_step, jax.core.Tracer) and int(diverged_step) >= 0:
-        raise DivergenceError(solution.status, step=int(diverged_step))
+    if throw and not isinstance(diverged_step, jax.core.Tracer):
+        if int(diverged_step) >= 0:
+            raise DivergenceError(solution.status, step=int(diverged_step))
+        if not bool(converged):
+            raise ConvergenceError(solution.status, iterations=1, residual=float(worst))
     return solution

@@ -128,7 +128,8 @@ BAD = [
     (dict(parameterization="mup"), ValueError, "`parameterization` must be 'depth-mup'"),
     (dict(optimizer="adam"), ValueError, "`optimizer` must be 'gd' or 'sgd'"),
     (dict(dynamics="euler"), ValueError, "`dynamics` must be one of"),
-    (dict(activation="relu"), NotImplementedError, "not available yet"),
+    (dict(activation="softsign"), ValueError, "`activation` must be one of"),
+    (dict(dynamics="flow"), NotImplementedError, "gradient flow"),
     (dict(memory_limit=10), ValueError, "`memory_limit`"),
     (dict(nonsense=1), TypeError, "unexpected keyword"),
 ]
@@ -140,6 +141,7 @@ def test_bad_input_raises_before_compiling(monkeypatch, override, err, msg):
         raise AssertionError("compiled before validating")
 
     monkeypatch.setattr(solve_module, "_linear", no_compile)
+    monkeypatch.setattr(solve_module, "_monte_carlo", no_compile)
     kw = dict(depth=2, activation="linear", steps=3)
     kw.update(override)
     with pytest.raises(err, match=msg):
