@@ -103,6 +103,9 @@ def _train_one(key, X_all, y, y_test, masks, eta0, beta0, gamma0, cfg: _Config):
         params, opt_state = carry
         out, (h, g, delta) = evaluate(params)
         error = mask * delta / jnp.sum(mask)
+        if cfg.optimizer != "adam" and cfg.momentum == 0:  # plain (S)GD: fused update
+            params = network.sgd_update(params, X_all[:P], h, g, error, act=cfg.act, sc=sc)
+            return (params, opt_state), out
         grads = network.gradients(params, X_all[:P], h, g, error, act=cfg.act, sc=sc)
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), out

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import dmft
@@ -81,6 +82,12 @@ def test_closed_form_gradients_equal_jax_grad(data, activation):
     ref = jax.grad(loss)(params)
     for k in ref:
         np.testing.assert_allclose(mine[k], ref[k], rtol=1e-10, atol=1e-12)
+    # the fused plain-GD update equals jax.grad followed by optax.sgd with per-layer rates
+    lrs = {"W0": sc.lr_input, "Ws": sc.lr_hidden, "w": sc.lr_readout}
+    fused = network.sgd_update(params, X, h, g, weights * (y - f), act=act, sc=sc)
+    for k in ref:
+        updates, _ = optax.sgd(lrs[k]).update(ref[k], optax.sgd(lrs[k]).init(ref[k]))
+        np.testing.assert_allclose(fused[k], params[k] + updates, rtol=1e-10, atol=1e-12)
 
 
 def test_backward_fields_are_scaled_output_derivatives(data):
