@@ -1,7 +1,7 @@
-"""One short accelerator check: timings of the simulator and the exact linear solver, with
-correctness checks against closed forms. Writes JSON to the path given (default stdout only).
+"""One short accelerator check: timings of the simulator, the exact linear solver and the Monte
+Carlo solver, with correctness checks against closed forms. Writes JSON to the path given.
 
-    python benchmarks/gpu_check.py [out.json]
+    python benchmarks/gpu_check.py [out.json] [--small]     (--small: tiny sizes, any device)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import dmft  # noqa: E402
-from dmft.lazy import lazy_kernels, linear_one_point_ntk  # noqa: E402
+from dmft.lazy import lazy_errors, lazy_kernels, linear_one_point_ntk  # noqa: E402
 
 
 def timed(fn):
@@ -28,11 +28,54 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def main(out_path=None):
+def peak_bytes():
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
+
+
+def monte_carlo(report, small):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(8, 16))
+    y = np.sign(X[:, 0] + 0.5 * X[:, 1])
+    # correctness: lazy ReLU against the closed-form NTK dynamics, in Monte Carlo errors
+    kw = dict(depth=4, activation="relu", gamma0=1e-4, eta0=0.5, steps=10, samples=8192)
+    sol = dmft.solve_dmft(X, y, throw=False, **kw)
+    K = lazy_kernels(X, depth=4, activation="relu").ntk
+    ref = 0.5 * np.mean(lazy_errors(K, y, eta0=0.5, steps=10) ** 2, axis=1)
+    z = (np.asarray(sol.loss) - ref)[1:] / np.asarray(sol.loss_error)[1:]
+    report["mc_lazy_relu_max_abs_z"] = float(np.abs(z).max())
+    # timing: ReLU, P = 8, L = 8, T = 50 (issue #3, 7a)
+    L, T, S = (2, 5, 1024) if small else (8, 50, 16384)
+    kw = dict(depth=L, activation="relu", eta0=0.1, steps=T, samples=S, dtype="float32")
+    _, first = timed(lambda: dmft.solve_dmft(X, y, gamma0=1.0, throw=False, **kw).loss)
+    s, second = timed(lambda: dmft.solve_dmft(X, y, gamma0=0.9, throw=False, **kw))
+    report[f"mc_relu_P8_L{L}_T{T}_S{S}_R4_float32"] = {
+        "first_s": first,
+        "second_s": second,
+        "max_rel_error": float(np.max(np.asarray(s.loss_error)[1:] / np.asarray(s.loss)[1:])),
+    }
+    # memory: ReLU, P = 16, L = 16, T = 100 (issue #3, 7c)
+    L, T, P = (2, 5, 4) if small else (16, 100, 16)
+    Xb = rng.normal(size=(P, 16))
+    yb = np.sign(Xb[:, 0])
+    kw = dict(depth=L, activation="relu", eta0=0.1, steps=T, replicas=2, dtype="float32")
+    s, first = timed(lambda: dmft.solve_dmft(Xb, yb, samples=4096, throw=False, **kw))
+    report[f"mc_relu_P{P}_L{L}_T{T}_S4096_R2_float32"] = {
+        "first_s": first,
+        "memory_estimate_gib": s.memory_estimate / 2**30,
+        "device_peak_gib": (peak_bytes() or 0) / 2**30,
+        "final_loss": float(s.loss[-1]),
+    }
+
+
+def main(out_path=None, small=False):
     report = {"device": str(jax.devices()[0]), "jax": jax.__version__}
+    monte_carlo(report, small)
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(16, 16)), np.sign(rng.normal(size=16))
     kw = dict(width=1024, depth=8, steps=100, seeds=16, activation="relu", dtype="float32")
+    if small:
+        kw.update(width=64, steps=5, seeds=2)
     _, first = timed(lambda: dmft.simulate(X, y, eta0=0.05, **kw).loss)
     _, second = timed(lambda: dmft.simulate(X, y, eta0=0.04, **kw).loss)
     report["simulate_N1024_L8_P16_T100_S16"] = {"first_s": first, "second_s": second}
@@ -50,6 +93,8 @@ def main(out_path=None):
     report["lazy_linear_ntk_rel_err"] = float(abs(sol.ntk[0, 0, 0] / linear_one_point_ntk(4) - 1))
     for dt in ("float32", "float64"):
         lin = dict(depth=64, activation="linear", eta0=0.02, steps=100, dtype=dt)
+        if small:
+            lin.update(depth=4, steps=5)
         _, first = timed(lambda: dmft.solve_dmft(*one, gamma0=1.0, **lin).loss)  # noqa: B023
         s, second = timed(lambda: dmft.solve_dmft(*one, gamma0=0.9, **lin).loss)  # noqa: B023
         report[f"linear_L64_T100_{dt}"] = {
@@ -67,4 +112,5 @@ def main(out_path=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    args = [a for a in sys.argv[1:] if a != "--small"]
+    main(args[0] if args else None, small="--small" in sys.argv)

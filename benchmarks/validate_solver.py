@@ -10,7 +10,10 @@ and a setting passes when max_t |z(t)| < 3. The large-η₀ setting also checks 
 prediction built from the solver's own NTK, ``Δ(t+1) = (I − η₀K(t)/P) Δ(t)``, which is only first
 order in η₀ and must fail there.
 
-    python benchmarks/validate_solver.py                 # full grid (about 10 min on 2 cores)
+Depth-8 full-batch cases also solve without the response terms (``responses=False``, the
+ablation of SPEC §3) and compare that with the same networks.
+
+    python benchmarks/validate_solver.py                 # full grid (about 25 min on 2 cores)
     python benchmarks/validate_solver.py --quick         # a small smoke run
 """
 
@@ -60,7 +63,7 @@ def euler_loss(sol, y, eta0):
     return np.array(out)
 
 
-def run_case(name, X, y, kw, widths, seeds, samples, replicas):
+def run_case(name, X, y, kw, widths, seeds, samples, replicas, ablation=False):
     t0 = time.perf_counter()
     sol = dmft.solve_dmft(X, y, samples=samples, replicas=replicas, throw=False, **kw)
     t_solve = time.perf_counter() - t0
@@ -87,6 +90,7 @@ def run_case(name, X, y, kw, widths, seeds, samples, replicas):
         widest=np.array(means)[-1].tolist(),
         max_abs_z=float(np.max(np.abs(z))),
         max_rel_diff=float(np.max(np.abs(loss / ext - 1))),
+        max_rel_mc_error=float(np.max(mc_se[1:] / np.abs(loss[1:]))),
         passed=bool(np.max(np.abs(z)) < 3),
         seconds_solver=t_solve,
         seconds_networks=t_sim,
@@ -95,6 +99,15 @@ def run_case(name, X, y, kw, widths, seeds, samples, replicas):
         eu = euler_loss(sol, y, kw["eta0"])
         ze = (eu - ext)[1:] / comb[1:]
         row.update(euler=eu.tolist(), euler_max_abs_z=float(np.max(np.abs(ze))))
+    if ablation:  # the response ablation of SPEC §3 against the same networks
+        abl = dmft.solve_dmft(
+            X, y, samples=samples, replicas=replicas, responses=False, throw=False, **kw
+        )
+        la, sa = np.asarray(abl.loss), np.asarray(abl.loss_error)
+        za = (la - ext)[1:] / np.sqrt(ext_se**2 + sa**2)[1:]
+        row.update(
+            ablated=la.tolist(), ablated_se=sa.tolist(), ablated_max_abs_z=float(np.max(np.abs(za)))
+        )
     return row
 
 
@@ -102,6 +115,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, for CI")
     ap.add_argument("--out", default="benchmarks/results/validate_solver.json")
+    ap.add_argument("--only", default=None, help="run the cases whose name contains this")
     args = ap.parse_args()
     jax.config.update("jax_enable_x64", True)
 
@@ -112,22 +126,37 @@ def main():
         widths, seeds, steps, samples, replicas = [256, 512, 1024], 64, 20, 16384, 4
         grid = [(a, L, g) for a in ("relu", "tanh") for L in (4, 8) for g in (1.0, 2.0)]
     X, y = data(8)
+    one = (np.ones((1, 1)), np.ones(1))
     cases = []
+    if not args.quick:  # linear, one point: the exact path (no Monte Carlo error)
+        for L in (2, 8):
+            for g in (0.5, 2.0):
+                kw = dict(depth=L, activation="linear", gamma0=g, eta0=0.05, steps=steps)
+                cases.append((f"linear P=1 L={L} γ₀={g}", kw, one))
     for act, L, g in grid:
-        kw = dict(depth=L, activation=act, gamma0=g, eta0=0.5, steps=steps)
-        cases.append((f"{act} L={L} γ₀={g}", kw))
+        # η₀ = 0.5 at γ₀ = 1; at γ₀ = 2 the kernel grows enough that 0.5 reaches the edge of
+        # stability (loss spikes), so γ₀ = 2 uses 0.25
+        kw = dict(depth=L, activation=act, gamma0=g, eta0=0.5 / g, steps=steps)
+        cases.append((f"{act} L={L} γ₀={g}", kw, (X, y)))
     if not args.quick:
         base = dict(depth=4, activation="relu", gamma0=1.0, steps=steps)
         cases += [
-            ("relu L=4 γ₀=1 SGD batch 4", dict(base, eta0=0.5, batch_size=4, batch_seed=2)),
-            ("relu L=4 γ₀=1 momentum 0.8", dict(base, eta0=0.2, momentum=0.8)),
-            ("relu L=4 γ₀=1 large η₀ = 2", dict(base, eta0=2.0, steps=10)),
+            ("relu L=4 γ₀=1 SGD batch 4", dict(base, eta0=0.5, batch_size=4, batch_seed=2), (X, y)),
+            ("relu L=4 γ₀=1 momentum 0.8", dict(base, eta0=0.2, momentum=0.8), (X, y)),
+            ("relu L=4 γ₀=1 large η₀ = 1", dict(base, eta0=1.0, steps=10), (X, y)),
+            ("relu L=4 γ₀=1 catapult η₀ = 2", dict(base, eta0=2.0, steps=10), (X, y)),
         ]
+    if args.only:
+        cases = [c for c in cases if args.only in c[0]]
     rows = []
-    for name, kw in cases:
-        row = run_case(name, X, y, kw, widths, seeds, samples, replicas)
+    for name, kw, (Xc, yc) in cases:
+        ablation = not args.quick and "SGD" not in name and "momentum" not in name
+        ablation = ablation and "η₀" not in name and kw["depth"] == 8
+        row = run_case(name, Xc, yc, kw, widths, seeds, samples, replicas, ablation)
         rows.append(row)
         eu = f", NTK-Euler max|z| {row['euler_max_abs_z']:.1f}" if "euler" in row else ""
+        if "ablated" in row:
+            eu += f", no-response max|z| {row['ablated_max_abs_z']:.1f}"
         print(
             f"{name:32s} max|z| {row['max_abs_z']:.2f}  max rel diff {row['max_rel_diff']:.3%}"
             f"  solver {row['seconds_solver']:.1f}s  networks {row['seconds_networks']:.1f}s{eu}",

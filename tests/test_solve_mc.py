@@ -116,3 +116,13 @@ def test_bad_monte_carlo_input_raises_before_compiling(data, kw, match):
     with pytest.raises(ValueError, match=match):
         dmft.solve_dmft(X, y, depth=2, activation="relu", steps=4, **kw)
     assert solve_module._monte_carlo._cache_size() == before
+
+
+def test_divergence_reported_with_step(data):
+    X, y = data
+    kw = dict(depth=2, activation="relu", gamma0=1.0, eta0=40.0, steps=30, samples=1024, replicas=2)
+    with pytest.raises(dmft.DivergenceError) as info:
+        dmft.solve_dmft(X, y, **kw)
+    sol = dmft.solve_dmft(X, y, throw=False, **kw)
+    assert int(sol.diverged_step) == info.value.step > 0
+    assert "diverged" in sol.status and np.all(np.isfinite(sol.loss[: info.value.step]))
