@@ -339,19 +339,26 @@ def bench_simulate(sz: Sizes, X, y, counter: CompileCounter) -> dict:
         "steady_s": second.wall,
         "steady_cpu_s": second.cpu,
         "compilations_second_call": counter.count,
-        "chunking": chunking(per_seed, sz.seeds),
+        "chunking": chunking(per_seed, sz.seeds, width=sz.width, depth=sz.depth, dim=sz.dim),
         "flops": flops,
         "gflops": flops / second.wall / 1e9,
         "final_loss_mean": [float(res1.loss[:, -1].mean()), float(res2.loss[:, -1].mean())],
     }
 
 
-def chunking(bytes_per_seed: int, seeds: int, budget: int | None = None) -> dict:
-    """The chunks ``dmft.simulate`` forms for a memory budget (its default when None)."""
-    from dmft.simulate import DEFAULT_MEMORY_BUDGET
+def chunking(bytes_per_seed: int, seeds: int, *, width, depth, dim, budget=None) -> dict:
+    """The chunks ``dmft.simulate`` forms by default (memory budget, and the CPU weight cap)."""
+    from dmft.simulate import DEFAULT_MEMORY_BUDGET, default_chunk_size
 
     budget = DEFAULT_MEMORY_BUDGET if budget is None else budget
-    size = max(1, min(seeds, budget // bytes_per_seed))
+    size = default_chunk_size(
+        seeds=seeds,
+        bytes_per_seed=bytes_per_seed,
+        width=width,
+        depth=depth,
+        dim=dim,
+        memory_budget=budget,
+    )
     n_chunks = math.ceil(seeds / size)
     return {
         "estimated_bytes_per_seed": bytes_per_seed,
@@ -601,7 +608,9 @@ def child_memory(options: dict) -> dict:
     with Clock() as clock:
         res = dmft.simulate(X, y, activation="relu", dtype="float32", **m)
     return {
-        "chunking": chunking(per_seed, m["seeds"]),
+        "chunking": chunking(
+            per_seed, m["seeds"], width=m["width"], depth=m["depth"], dim=X.shape[1]
+        ),
         "rss_after_import_bytes": baseline,
         "vmhwm_bytes": proc_status("VmHWM"),
         "seconds": clock.wall,

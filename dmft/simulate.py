@@ -20,6 +20,10 @@ from dmft.schedule import batch_schedule
 from dmft.settings import OPTIMIZERS, check_common, check_data, check_int, resolve_dtype
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes per chunk of seeds
+# On CPU the step is bound by streaming the weights; a chunk whose weights stay near cache size
+# runs faster than a wide vmap (16 seeds, N = 1024, L = 8, 20 steps on 2 cores: 7.1–7.4 s one
+# seed at a time, 9.0–10.1 s in chunks of 8). Accelerators keep the memory-budget rule.
+CPU_CHUNK_PARAMS = 2**22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +134,17 @@ _run_chunk = jax.jit(
 )
 
 
+def default_chunk_size(*, seeds, bytes_per_seed, width, depth, dim, memory_budget=None) -> int:
+    """Seeds per compiled batch when ``chunk_size`` is not given: as many as fit the memory
+    budget, and on CPU at most ``CPU_CHUNK_PARAMS`` weights per batch."""
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    size = max(1, min(seeds, budget // bytes_per_seed))
+    if jax.default_backend() == "cpu":
+        n_params = width * dim + depth * width * width + width
+        size = max(1, min(size, CPU_CHUNK_PARAMS // n_params))
+    return size
+
+
 def _bytes_per_seed(cfg: _Config, dim: int, n_all: int, steps: int, itemsize: int) -> int:
     n, L, P = cfg.width, cfg.depth, cfg.n_train
     n_params = n * dim + L * n * n + n
@@ -229,7 +244,8 @@ def simulate(
         X_test, y_test: optional test set (Q, D), (Q,).
         two_time_layers: layers ℓ in 1..L+1 whose two-time kernels Φˡ(t,s), Gˡ(t,s) are kept.
         dtype: float32 or float64 (default: JAX's default float).
-        chunk_size: seeds per compiled batch (default: as many as fit ``memory_budget`` bytes).
+        chunk_size: seeds per compiled batch (default: as many as fit ``memory_budget`` bytes,
+            and on CPU at most about 4M weights per batch, which streams faster).
         throw: raise :class:`dmft.DivergenceError` if a loss becomes non-finite; with False the
             result's ``status`` and ``diverged_step`` say so instead.
         progress: show a progress bar over chunks.
@@ -300,7 +316,14 @@ def simulate(
     n_all = P + (0 if X_test is None else X_test.shape[0])
     if chunk_size is None:
         per_seed = _bytes_per_seed(cfg, D, n_all, steps, dt.itemsize)
-        chunk_size = max(1, min(seeds, memory_budget // per_seed))
+        chunk_size = default_chunk_size(
+            seeds=seeds,
+            bytes_per_seed=per_seed,
+            width=width,
+            depth=depth,
+            dim=D,
+            memory_budget=memory_budget,
+        )
     n_chunks = math.ceil(seeds / chunk_size)
     chunk_size = math.ceil(seeds / n_chunks)  # balance chunks; padding < n_chunks
 
