@@ -24,11 +24,9 @@ the measured peak of that solve (``--big``; minutes on a 2-core CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
-import tempfile
 import time
 
 import jax
@@ -37,6 +35,7 @@ import numpy as np
 import dmft
 
 sys.path.insert(0, os.path.dirname(__file__))
+from _results import write_json  # noqa: E402
 from validate_solver import data, extrapolate  # noqa: E402
 
 TARGET = 0.01
@@ -77,9 +76,7 @@ def compare(activation, steps, widths, pilot_seeds, pilot_samples, dtype):
         sol, t_dmft = timed(lambda: dmft.solve_dmft(X, y, dtype=dtype, **kw))
         row.update(dmft_seconds=t_dmft, dmft_rel_error=0.0, method=sol.method)
     else:
-        pilot = dmft.solve_dmft(
-            X, y, samples=pilot_samples, throw=False, dtype=dtype, **kw
-        )
+        pilot = dmft.solve_dmft(X, y, samples=pilot_samples, throw=False, dtype=dtype, **kw)
         e0 = worst_rel(pilot.loss, pilot.loss_error)
         needed = int(np.ceil(pilot_samples * (e0 / TARGET) ** 2 / 256) * 256)
         samples = min(max(needed, pilot_samples), MAX_SAMPLES)
@@ -169,11 +166,7 @@ def main():
         out = args.out or "benchmarks/results/solve_vs_networks.json"
     if args.quick:
         return
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(report, fh, indent=1)
-    os.replace(tmp, out)
+    write_json(out, report)
     print("wrote", out)
 
 

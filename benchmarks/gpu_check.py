@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 
 import jax
@@ -18,6 +17,10 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import dmft  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _results import write_json  # noqa: E402
+
 from dmft.lazy import lazy_errors, lazy_kernels, linear_one_point_ntk  # noqa: E402
 
 
@@ -105,10 +108,7 @@ def main(out_path=None, small=False):
     text = json.dumps(report, indent=2)
     print(text)
     if out_path:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out_path)))
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, out_path)
+        write_json(out_path, report)
 
 
 if __name__ == "__main__":

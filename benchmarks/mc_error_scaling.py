@@ -15,12 +15,10 @@ Both at the last step and averaged over steps 1..T (root mean square over steps)
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 
 import jax
 import numpy as np
+from _results import write_json  # noqa: E402
 
 import dmft
 
@@ -66,7 +64,9 @@ def main():
             last.append(rms[-1])
             avg.append(np.sqrt(np.mean(rms**2)))
             reported.append(np.mean(np.array(errs)[:, -1]))
-            print(f"{name:6s} S={S:6d}  rms(last)={rms[-1]:.3e}  rms(all)={avg[-1]:.3e}", flush=True)
+            print(
+                f"{name:6s} S={S:6d}  rms(last)={rms[-1]:.3e}  rms(all)={avg[-1]:.3e}", flush=True
+            )
         out[name] = dict(
             rms_last=last,
             rms_all=avg,
@@ -79,11 +79,7 @@ def main():
             f"{name}: slope last {out[name]['slope_last']:.3f}, all steps "
             f"{out[name]['slope_all']:.3f}, reported error {out[name]['slope_reported']:.3f}"
         )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(args.out), suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(out, fh, indent=1)
-    os.replace(tmp, args.out)
+    write_json(args.out, out)
     print("wrote", args.out)
 
 

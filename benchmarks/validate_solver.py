@@ -20,13 +20,11 @@ ablation of SPEC §3) and compare that with the same networks.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 
 import jax
 import numpy as np
+from _results import write_json  # noqa: E402
 
 import dmft
 
@@ -163,11 +161,7 @@ def main():
             flush=True,
         )
     payload = dict(widths=widths, seeds=seeds, samples=samples, replicas=replicas, cases=rows)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(args.out) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.replace(tmp, args.out)
+    write_json(args.out, payload)
     print("wrote", args.out)
 
 
