@@ -33,8 +33,18 @@ def check_int(name: str, value, *, minimum: int, allow_inf: bool = False):
     return int(value)
 
 
-def _is_traced(value) -> bool:
-    return isinstance(value, jax.core.Tracer)
+try:  # public in the JAX versions we support; the private home is the fallback
+    _Tracer = jax.core.Tracer
+except AttributeError:  # pragma: no cover
+    from jax._src.core import Tracer as _Tracer
+
+
+def is_traced(value) -> bool:
+    """True for a JAX tracer (a value seen inside jit or vmap), False for concrete values."""
+    return isinstance(value, _Tracer)
+
+
+_is_traced = is_traced
 
 
 def check_scalar(name: str, value, *, low=None, high=None, low_open=False, high_open=False):
@@ -130,6 +140,38 @@ def check_common(
                 f"or None for full batch, got {batch_size}"
             )
     return dict(depth=depth, steps=steps, activation=act, batch_size=batch_size)
+
+
+def check_flow(*, t_max, steps, batch_size, momentum):
+    """Checks of the gradient-flow arguments shared by ``simulate`` and ``solve_dmft``."""
+    if t_max is None:
+        raise ValueError("dynamics='flow' needs `t_max` > 0, the final time τ of the flow")
+    check_scalar("t_max", t_max, low=0.0, low_open=True)
+    if steps < 1:
+        raise ValueError(f"`steps` must be >= 1 for dynamics='flow' (grid intervals), got {steps}")
+    if batch_size is not None:
+        raise ValueError(
+            "`batch_size` must be None for dynamics='flow' (gradient flow is full-batch)"
+        )
+    if momentum != 0:
+        raise ValueError("`momentum` must be 0 for dynamics='flow'")
+
+
+def check_depth_ladder(depths):
+    """The ladder of depths for ``depth=math.inf``, as a tuple of ints."""
+    try:
+        ladder = tuple(depths)
+    except TypeError:
+        raise TypeError(f"`depths` must be a sequence of ints, got {depths!r}") from None
+    ladder = tuple(check_int("depths", d, minimum=1) for d in ladder)
+    if len(ladder) < 2 or any(b <= a for a, b in zip(ladder, ladder[1:], strict=False)):
+        raise ValueError(f"`depths` must hold at least two increasing depths, got {ladder}")
+    if any(d % ladder[0] for d in ladder):
+        raise ValueError(
+            f"every entry of `depths` must be a multiple of the first ({ladder[0]}), so the "
+            f"layers line up in τ = ℓ/L; got {ladder}"
+        )
+    return ladder
 
 
 def resolve_dtype(dtype):

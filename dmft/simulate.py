@@ -17,7 +17,14 @@ from dmft.activations import Activation
 from dmft.parameterization import scales
 from dmft.results import SimulationResult
 from dmft.schedule import batch_schedule
-from dmft.settings import OPTIMIZERS, check_common, check_data, check_int, resolve_dtype
+from dmft.settings import (
+    OPTIMIZERS,
+    check_common,
+    check_data,
+    check_flow,
+    check_int,
+    resolve_dtype,
+)
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes per chunk of seeds
 # On CPU the step is bound by streaming the weights; a chunk whose weights stay near cache size
@@ -39,6 +46,7 @@ class _Config:
     two_time_layers: tuple
     n_train: int
     return_params: bool = False
+    flow_substeps: int = 0  # > 0: gradient flow by Heun's method, this many steps per interval
 
 
 def _make_optimizer(cfg: _Config, sc) -> optax.GradientTransformation:
@@ -103,8 +111,27 @@ def _train_one(key, X_all, y, y_test, masks, eta0, beta0, gamma0, cfg: _Config):
             out["h_feat"] = h[tt]
         return out, (h, g, delta)
 
+    def lr_step(params, grads, scale):
+        lr = {"W0": sc.lr_input, "Ws": sc.lr_hidden, "w": sc.lr_readout}
+        return {k: params[k] - scale * lr[k] * grads[k] for k in params}
+
+    def flow_grads(params):
+        h_all, f_all = network.forward(params, X_all, act=cfg.act, sc=sc)
+        h = h_all[..., :P]
+        error = (y - (f_all[:P] - f_init)) / P
+        g = network.backward(params, h, act=cfg.act, sc=sc)
+        return network.gradients(params, X_all[:P], h, g, error, act=cfg.act, sc=sc)
+
+    def heun(_, params):  # dθ/dτ = −lr·∇loss, second order (lr carries the substep dτ)
+        k1 = flow_grads(params)
+        k2 = flow_grads(lr_step(params, k1, 1.0))
+        return lr_step(params, jax.tree_util.tree_map(jnp.add, k1, k2), 0.5)
+
     def step(carry, mask):
         params, opt_state = carry
+        if cfg.flow_substeps:
+            out, _ = evaluate(params)
+            return (lax.fori_loop(0, cfg.flow_substeps, heun, params), opt_state), out
         out, (h, g, delta) = evaluate(params)
         error = mask * delta / jnp.sum(mask)
         if cfg.optimizer != "adam" and cfg.momentum == 0:  # plain (S)GD: fused update
@@ -204,6 +231,9 @@ def simulate(
     seed: int = 0,
     parameterization: str = "depth-mup",
     alpha: float = 0.5,
+    dynamics: str = "gd",
+    t_max=None,
+    substeps: int = 1,
     optimizer: str = "gd",
     batch_size: int | None = None,
     batch_seed: int = 0,
@@ -236,6 +266,11 @@ def simulate(
         steps: number of updates T; every field has T+1 time points.
         seeds: ensemble size. seed: the ensemble's random seed (member i uses split i).
         parameterization: "depth-mup", "mup" or "sp". alpha: branch exponent in [1/2, 1].
+        dynamics: "gd" (discrete steps of ``optimizer``) or "flow": gradient flow
+            ``dθ/dτ = −lr ∇loss`` (SPEC §4, the rates of SPEC §1 with η₀ as the time unit) on
+            [0, t_max], recorded at ``steps + 1`` grid points and integrated by Heun's method
+            (second order) with ``substeps`` steps per grid interval. ``eta0`` is unused.
+        t_max: final time of the flow (> 0). substeps: Heun steps per grid interval (>= 1).
         optimizer: "gd" (also "sgd") or "adam".
         batch_size: points per step (None: full batch); batches from
             :func:`dmft.batch_schedule` with ``batch_seed``.
@@ -287,6 +322,18 @@ def simulate(
     depth, steps, act = common["depth"], common["steps"], common["activation"]
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if dynamics not in ("gd", "flow"):
+        raise ValueError(f"`dynamics` must be 'gd' or 'flow', got {dynamics!r}")
+    flow = dynamics == "flow"
+    if flow:
+        check_flow(t_max=t_max, steps=steps, batch_size=batch_size, momentum=momentum)
+        substeps = check_int("substeps", substeps, minimum=1)
+        if optimizer not in ("gd", "sgd"):
+            raise ValueError(
+                f"dynamics='flow' integrates gradient flow; `optimizer` must be 'gd', got {optimizer!r}"
+            )
+    elif t_max is not None:
+        raise ValueError("`t_max` applies to dynamics='flow' only; gradient descent runs `steps`")
     if optimizer == "adam" and momentum != 0:
         raise ValueError("`momentum` applies to optimizer='gd'; Adam has its own moments")
     if (X_test is None) != (y_test is None):
@@ -312,6 +359,7 @@ def simulate(
         layers,
         P,
         bool(return_params),
+        substeps if flow else 0,
     )
     n_all = P + (0 if X_test is None else X_test.shape[0])
     if chunk_size is None:
@@ -332,6 +380,8 @@ def simulate(
     yj = jnp.asarray(y, dt)
     ytj = None if y_test is None else jnp.asarray(y_test, dt)
     masks = jnp.asarray(batch_schedule(P, batch_size, steps, batch_seed), dt)
+    if flow:  # the learning rates carry the Heun step dτ in place of η₀
+        eta0 = t_max / (steps * substeps)
     phys = [jnp.asarray(v, dt) for v in (eta0, beta0, gamma0)]
 
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
@@ -340,9 +390,11 @@ def simulate(
         keys = jnp.concatenate([keys, jax.random.split(jax.random.PRNGKey(seed + 1), pad)])
     parts = []
     for c in tqdm(range(n_chunks), disable=not progress, desc="seed chunks"):
-        chunk = _run_chunk(
-            keys[c * chunk_size : (c + 1) * chunk_size], X_all, yj, ytj, masks, *phys, cfg
-        )
+        # full-precision products (GPUs default float32 products to TF32, ~1e-3 relative)
+        with jax.default_matmul_precision("highest"):
+            chunk = _run_chunk(
+                keys[c * chunk_size : (c + 1) * chunk_size], X_all, yj, ytj, masks, *phys, cfg
+            )
         parts.append(jax.tree_util.tree_map(np.asarray, chunk))
     out = jax.tree_util.tree_map(lambda *a: np.concatenate(a)[:seeds], *parts)
 
@@ -354,7 +406,7 @@ def simulate(
         activation=act.name,
         beta0=_num(beta0),
         gamma0=_num(gamma0),
-        eta0=_num(eta0),
+        eta0=None if flow else _num(eta0),
         steps=steps,
         seeds=seeds,
         seed=seed,
@@ -366,7 +418,10 @@ def simulate(
         momentum=float(momentum),
         center=bool(center),
         dtype=dt.name,
+        dynamics=dynamics,
     )
+    if flow:
+        settings.update(t_max=_num(t_max), substeps=substeps)
     result = SimulationResult(
         loss=out["loss"],
         predictions=out["predictions"],
