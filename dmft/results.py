@@ -157,6 +157,14 @@ class Solution:
             relative Monte Carlo error of the loss; 0 for the exact path).
         test_loss_error: (steps+1,) Monte Carlo standard error of the test loss, or None.
         diverged_step: first step with a non-finite loss, −1 if none.
+        times: (steps+1,) time of each point, τ = η₀·t for gradient descent and the flow's grid
+            for ``dynamics="flow"``.
+        time_error: (steps+1,) gradient flow with ``flow_order=2``: |extrapolated − finer solve|
+            of the loss, an error estimate of the first-order solve (the extrapolated value is
+            more accurate). None otherwise.
+        depth_error: (steps+1,) ``depth=math.inf``: |extrapolation − extrapolation without the
+            shallowest depth| of the loss. None otherwise.
+        ladder: ``depth=math.inf``: the per-depth solutions (a tuple), else None.
         memory_estimate: bytes the solver estimated before starting.
         method: "linear-exact" or "monte-carlo".
         settings: the arguments that produced the solution.
@@ -181,6 +189,10 @@ class Solution:
     residuals: Any
     diverged_step: Any
     test_loss_error: Any = None
+    times: Any = None
+    time_error: Any = None
+    depth_error: Any = None
+    ladder: Any = None
     memory_estimate: int = 0
     method: str = ""
     settings: tuple = ()
@@ -196,6 +208,12 @@ class Solution:
     @property
     def status(self) -> str:
         step = int(np.max(np.asarray(self.diverged_step)))
+        if step >= 0 and self.config.get("dynamics") == "flow":
+            return (
+                f"diverged: the loss is not finite from grid point {step}; raise `steps` (now "
+                f"{self.config.get('steps')}): the flow's time step t_max/steps must satisfy "
+                "dτ·λ_max(K)/P < 2"
+            )
         if step >= 0:
             return (
                 f"diverged: the loss is not finite from step {step}; lower `eta0` "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,9 +15,20 @@ from dmft.errors import ConvergenceError, DivergenceError
 from dmft.network import input_kernel, ntk_from_kernels
 from dmft.results import Solution
 from dmft.schedule import batch_schedule
-from dmft.settings import check_common, check_data, check_int, check_scalar, resolve_dtype
+from dmft.settings import (
+    check_common,
+    check_data,
+    check_depth_ladder,
+    check_flow,
+    check_int,
+    check_scalar,
+    is_traced,
+    resolve_dtype,
+)
 
-DYNAMICS = ("gd",)
+DYNAMICS = ("gd", "flow")
+FLOW_ORDERS = (1, 2)
+DEFAULT_DEPTHS = (4, 8, 16, 32)
 METHODS = ("auto", "exact", "monte-carlo")
 DEFAULT_MEMORY_LIMIT = 8 * 2**30
 # Keywords of `simulate` that describe finite networks only; accepted and ignored so that one
@@ -28,6 +42,7 @@ SIMULATOR_ONLY = (
     "return_params",
     "two_time_layers",
     "progress",
+    "substeps",
 )
 
 _linear = jax.jit(
@@ -86,7 +101,7 @@ def _two_time(K, steps, n_all, n_train):
 
 
 def _setting(x):
-    if isinstance(x, jax.core.Tracer):
+    if is_traced(x):
         return "traced"
     try:
         return float(x)
@@ -94,11 +109,21 @@ def _setting(x):
         return repr(x)
 
 
+def _ladder_weights(depths):
+    """Richardson weights at 1/L → 0 for a polynomial in 1/L through every depth: the Lagrange
+    basis of the points x_k = 1/L_k evaluated at x = 0."""
+    x = [1.0 / d for d in depths]
+    return [
+        float(np.prod([x[j] / (x[j] - x[k]) for j in range(len(x)) if j != k]))
+        for k in range(len(x))
+    ]
+
+
 def solve_dmft(
     X,
     y,
     *,
-    depth: int,
+    depth,
     activation="relu",
     beta0=1.0,
     gamma0=1.0,
@@ -106,6 +131,9 @@ def solve_dmft(
     steps: int,
     alpha: float = 0.5,
     dynamics: str = "gd",
+    t_max=None,
+    flow_order: int = 2,
+    depths=None,
     parameterization: str = "depth-mup",
     optimizer: str = "gd",
     batch_size: int | None = None,
@@ -124,7 +152,7 @@ def solve_dmft(
     throw: bool = True,
     **simulator_only,
 ) -> Solution:
-    """Solve the infinite-width DMFT of SPEC §3 for discrete-time (S)GD at depth L.
+    """Solve the infinite-width DMFT of SPEC §3 at depth L, or its L → ∞ limit.
 
     The single-site system (b = β₀/L^α, κ = L^{2α−1}, ε_ν(t,s) = η₀γ₀ m(t−s) ω_ν(s) Δ_ν(s))::
 
@@ -141,15 +169,35 @@ def solve_dmft(
     ReLU's kink) and ``replicas`` independent replicas giving the Monte Carlo error. Nothing is
     iterated, so there is no damping or iteration limit to tune: accuracy is set by ``samples``.
 
+    Gradient flow (``dynamics="flow"``, SPEC §4) runs on the grid ``τ_k = k·t_max/steps``. The
+    memory integrals ``∫₀^τ ds`` are discretised by the left-endpoint rule, which is the
+    discrete-time system above with η₀ = dτ (first order in dτ); ``flow_order=2`` (the default)
+    also solves with dτ/2 and extrapolates, ``2·q(dτ/2) − q(dτ)`` (Richardson), which is second
+    order. ``time_error`` is then ``|q − q(dτ/2)|``, an estimate of the first-order solve's error
+    (the returned second-order value is more accurate than that). Responses are returned as
+    densities (Aˡ/dτ), so they converge as dτ → 0.
+
+    Infinite depth (``depth=math.inf``, SPEC §5) solves the ladder ``depths`` (default 4, 8, 16, 32)
+    and extrapolates every field to 1/L → 0 with the polynomial in 1/L through all of them
+    (Richardson: error O(L⁻ᵏ) for k depths). ``depth_error`` is the difference from the same
+    extrapolation without the shallowest depth; ``ladder`` holds the per-depth solutions. Layer
+    kernels are returned on the shallowest depth's grid of τ = (ℓ−1)/L₀ ∈ [0, 1] (every depth must
+    be a multiple of the first); responses, which vanish per layer as L → ∞, are not extrapolated.
+
     Args:
         X: training inputs (P, D). y: targets (P,).
-        depth: L >= 1.
+        depth: L >= 1, or ``math.inf`` for the infinite-depth limit.
         activation: "linear", "relu", "tanh" or an elementwise JAX callable.
         beta0, gamma0, eta0: β₀ >= 0, γ₀ > 0, η₀ >= 0; Python or JAX scalars, so ``jax.vmap``
-            sweeps them and new values do not recompile.
-        steps: number of updates T.
+            sweeps them and new values do not recompile. ``eta0`` is unused by gradient flow.
+        steps: number of updates T (gradient flow: time intervals of the grid).
         alpha: branch exponent in [1/2, 1].
-        dynamics: "gd" (discrete-time gradient descent, with ``batch_size`` for SGD).
+        dynamics: "gd" (discrete-time gradient descent, with ``batch_size`` for SGD) or "flow"
+            (gradient flow on [0, t_max]).
+        t_max: final time τ of gradient flow (> 0; only with ``dynamics="flow"``).
+        flow_order: 1 (left-endpoint memory sums) or 2 (Richardson-extrapolated; default).
+        depths: the depth ladder for ``depth=math.inf``: at least two increasing depths, each a
+            multiple of the first. Default (4, 8, 16, 32).
         parameterization, optimizer: must be "depth-mup" and "gd"/"sgd" (the DMFT's setting).
         batch_size, batch_seed: minibatches from :func:`dmft.batch_schedule`, the same ones
             ``simulate`` uses for the same ``batch_seed``.
@@ -159,8 +207,9 @@ def solve_dmft(
         responses: keep the response terms Aˡ, Bˡ (False: the ablation of SPEC §3).
         method: "auto" (exact for linear, Monte Carlo otherwise), "exact" (linear only) or
             "monte-carlo" (any activation; for linear networks, to check the sampler).
-        samples: Monte Carlo sites per replica, at least 2·(steps+1)·(training + test points);
-            default max(8192, 4·(steps+1)·points). The error falls as samples^−1/2.
+        samples: Monte Carlo sites per replica, at least 2·(steps+1)·(training + test points)
+            (with ``flow_order=2``, 2·(2·steps+1)·points); default max(8192, twice that bound).
+            The error falls as samples^−1/2.
         replicas: independent Monte Carlo replicas (>= 2); their spread gives ``loss_error``
             and the reported fields are their mean. They run one after another, so memory is
             that of one replica.
@@ -180,7 +229,6 @@ def solve_dmft(
 
     Raises:
         ValueError, TypeError: bad input, before compiling.
-        NotImplementedError: gradient flow (``dynamics="flow"``).
         DivergenceError: when ``throw`` and the loss becomes non-finite.
         ConvergenceError: when ``throw`` and the Monte Carlo error exceeds ``tol``.
 
@@ -208,6 +256,7 @@ def solve_dmft(
         batch_size=batch_size,
         n_points=P,
         steps=steps,
+        allow_inf_depth=True,
     )
     depth, steps, act = common["depth"], common["steps"], common["activation"]
     check_int("batch_seed", batch_seed, minimum=0)
@@ -222,9 +271,19 @@ def solve_dmft(
             "(Adam is available in dmft.simulate only)"
         )
     if dynamics not in DYNAMICS:
-        if dynamics == "flow":
-            raise NotImplementedError("dynamics='flow' (gradient flow) is not available yet")
         raise ValueError(f"`dynamics` must be one of {DYNAMICS}, got {dynamics!r}")
+    flow = dynamics == "flow"
+    if flow:
+        check_flow(t_max=t_max, steps=steps, batch_size=batch_size, momentum=momentum)
+        if flow_order not in FLOW_ORDERS:
+            raise ValueError(f"`flow_order` must be one of {FLOW_ORDERS}, got {flow_order!r}")
+    elif t_max is not None:
+        raise ValueError("`t_max` applies to dynamics='flow' only; gradient descent runs `steps`")
+    if depth == math.inf:
+        depths = DEFAULT_DEPTHS if depths is None else depths
+        depths = check_depth_ladder(depths)
+    elif depths is not None:
+        raise ValueError("`depths` is the ladder for depth=math.inf; give one or the other")
     if (X_test is None) != (y_test is None):
         raise ValueError("`X_test` and `y_test` must be given together")
     if X_test is not None:
@@ -238,7 +297,9 @@ def solve_dmft(
         )
     exact = act.is_linear and method != "monte-carlo"
     n_all = P + (0 if X_test is None else X_test.shape[0])
-    M = (steps + 1) * n_all
+    steps_max = 2 * steps if (flow and flow_order == 2) else steps
+    depth_max = depths[-1] if depth == math.inf else depth
+    M = (steps_max + 1) * n_all
     if not exact:
         if samples is None:
             samples = max(8192, 4 * M)
@@ -247,91 +308,51 @@ def solve_dmft(
         check_int("seed", seed, minimum=0)
     check_scalar("tol", tol, low=0.0, low_open=True)
     dt = resolve_dtype(dtype)
-    X_all = X if X_test is None else np.concatenate([X, X_test])
-    y_all = y if y_test is None else np.concatenate([y, y_test])
     if exact:
         estimate = linear_closure.memory_bytes(
-            depth=depth, steps=steps, n_points=n_all, itemsize=dt.itemsize
+            depth=depth_max, steps=steps_max, n_points=n_all, itemsize=dt.itemsize
         )
     else:
         estimate = monte_carlo.memory_bytes(
-            depth=depth, steps=steps, n_points=n_all, samples=samples, itemsize=dt.itemsize
+            depth=depth_max, steps=steps_max, n_points=n_all, samples=samples, itemsize=dt.itemsize
         )
     if estimate > memory_limit:
-        fewer = "" if exact else "fewer `samples`, "
+        fewer = "" if exact else "`samples`, "
         raise ValueError(
             f"this solve needs about {estimate / 2**30:.2f} GiB, over `memory_limit` = "
             f"{memory_limit / 2**30:.2f} GiB; reduce {fewer}`steps`, `depth` or the number of "
             "points, use dtype='float32', or raise `memory_limit`"
         )
 
-    omega = np.zeros((steps, n_all))
-    mask = batch_schedule(P, batch_size, steps, batch_seed)
-    omega[:, :P] = mask / mask.sum(axis=1, keepdims=True)
-    Kx = input_kernel(jnp.asarray(X_all, dt))
-    scalars = tuple(jnp.asarray(v, dt) for v in (eta0, beta0, gamma0))
-    common_static = dict(depth=depth, steps=steps, alpha=float(alpha), momentum=float(momentum))
-    if exact:
-        out = _linear(
-            Kx,
-            jnp.asarray(y_all, dt),
-            jnp.asarray(omega, dt),
-            *scalars,
-            responses=bool(responses),
-            **common_static,
-        )
-        h2 = _two_time(out["Phi"], steps, n_all, P)
-        a_resp = _two_time(out["A"], steps, n_all, P)
-        b_resp = _two_time(out["B"], steps, n_all, P)
-        loss_error = None
-    else:
-        out, replica_losses = _monte_carlo(
-            Kx,
-            jnp.asarray(y_all, dt),
-            jnp.asarray(omega, dt),
-            *scalars,
-            jax.random.PRNGKey(seed),
-            n_train=P,
-            replicas=replicas,
-            act=act,
-            samples=samples,
-            rtol=float(np.sqrt(np.finfo(dt).eps)) ** 1.5,
-            responses=bool(responses),
-            **common_static,
-        )
-        h2 = a_resp = b_resp = None
-        sem = jnp.std(replica_losses, axis=0, ddof=1) / np.sqrt(replicas)
-        loss_error, test_loss_error = sem[0], sem[1]
-    phi2 = _two_time(out["Phi"], steps, n_all, P)
-    g2 = _two_time(out["G"], steps, n_all, P)
-    diag = lambda K: jnp.einsum("ltt...->lt...", K)  # noqa: E731
-    phi_k, g_k = diag(phi2), diag(g2)
-    h_k = phi_k if exact else out["H"][:, :, :P, :P]
-    ntk_block = jnp.asarray(beta0, dt) ** 2 / depth
-    ntk = jax.vmap(ntk_from_kernels, in_axes=(None, 1, 1, None))(Kx[:P, :P], phi_k, g_k, ntk_block)
-    f = out["f"]
-    loss = 0.5 * jnp.mean((jnp.asarray(y, dt) - f[:, :P]) ** 2, axis=-1)
-    test_loss = test_pred = None
-    if X_test is not None:
-        test_pred = f[:, P:]
-        test_loss = 0.5 * jnp.mean((jnp.asarray(y_test, dt) - test_pred) ** 2, axis=-1)
-    finite = jnp.isfinite(loss)
-    diverged_step = jnp.where(jnp.all(finite), -1, jnp.argmin(finite)).astype(jnp.int32)
-    if exact:
-        loss_error = jnp.zeros_like(loss)
-        worst = jnp.zeros((), dt)
-    else:
-        # relative Monte Carlo error of the loss, where the loss is still above rounding
-        floor = 1e3 * jnp.finfo(dt).eps * loss[0]
-        worst = jnp.max(jnp.where(loss > floor, loss_error / jnp.maximum(loss, floor), 0.0))
-    converged = jnp.logical_and(worst <= tol, jnp.all(finite))
-
+    X_all = X if X_test is None else np.concatenate([X, X_test])
+    y_all = y if y_test is None else np.concatenate([y, y_test])
+    problem = dict(
+        Kx=input_kernel(jnp.asarray(X_all, dt)),
+        y=y,
+        y_all=y_all,
+        y_test=y_test,
+        n_train=P,
+        batch_size=batch_size,
+        batch_seed=batch_seed,
+        act=act,
+        exact=exact,
+        samples=samples,
+        replicas=replicas,
+        seed=seed,
+        tol=tol,
+        dt=dt,
+        beta0=beta0,
+        gamma0=gamma0,
+        alpha=float(alpha),
+        momentum=float(momentum),
+        responses=bool(responses),
+    )
     settings = dict(
         depth=depth,
         activation=act.name,
         beta0=_setting(beta0),
         gamma0=_setting(gamma0),
-        eta0=_setting(eta0),
+        eta0=None if flow else _setting(eta0),
         steps=steps,
         alpha=float(alpha),
         dynamics=dynamics,
@@ -341,35 +362,260 @@ def solve_dmft(
         responses=bool(responses),
         dtype=dt.name,
     )
+    if flow:
+        settings.update(t_max=_setting(t_max), flow_order=flow_order)
+    if depth == math.inf:
+        settings.update(depths=depths)
     if not exact:
         settings.update(samples=samples, replicas=replicas, seed=seed, tol=float(tol))
-    solution = Solution(
-        loss=loss,
-        predictions=f[:, :P],
-        ntk=ntk,
-        phi_kernel=phi_k,
-        g_kernel=g_k,
-        h_kernel=h_k,
-        phi_two_time=phi2,
-        g_two_time=g2,
-        h_two_time=h2,
-        a_response=a_resp,
-        b_response=b_resp,
-        test_loss=test_loss,
-        test_predictions=test_pred,
-        loss_error=loss_error,
+
+    def at_depth(L, part):
+        if not flow:
+            return _solve_once(problem, L, eta0, steps, part=part)
+        return _solve_flow(problem, L, t_max, steps, flow_order, part=part)
+
+    if depth == math.inf:
+        ladder = [at_depth(L, part=2 * k) for k, L in enumerate(depths)]
+        solution = _depth_limit(problem, depths, ladder)
+    else:
+        solution = at_depth(depth, part=0)
+    solution = dataclasses.replace(
+        solution, memory_estimate=int(estimate), settings=tuple(settings.items())
+    )
+    if throw and not is_traced(solution.diverged_step):
+        if int(solution.diverged_step) >= 0:
+            raise DivergenceError(solution.status, step=int(solution.diverged_step))
+        if not bool(solution.converged):
+            raise ConvergenceError(
+                solution.status, iterations=1, residual=float(np.max(solution.residuals))
+            )
+    return solution
+
+
+def _solve_once(problem, depth, eta0, steps, *, part):
+    """One causal march at finite depth for discrete time (``eta0`` may be dτ); never throws."""
+    p = problem
+    P, dt, Kx = p["n_train"], p["dt"], p["Kx"]
+    n_all = Kx.shape[0]
+    omega = np.zeros((steps, n_all))
+    mask = batch_schedule(P, p["batch_size"], steps, p["batch_seed"])
+    omega[:, :P] = mask / mask.sum(axis=1, keepdims=True)
+    scalars = tuple(jnp.asarray(v, dt) for v in (eta0, p["beta0"], p["gamma0"]))
+    common_static = dict(depth=depth, steps=steps, alpha=p["alpha"], momentum=p["momentum"])
+    exact = p["exact"]
+    # Full-precision matrix products: on GPUs float32 products default to TF32 (10-bit
+    # mantissa), which breaks the Gram–Schmidt whitening (NaN on an H100) and the closure.
+    with jax.default_matmul_precision("highest"):
+        out, replica_losses = _march(p, Kx, omega, scalars, common_static, part)
+    if exact:
+        h2 = _two_time(out["Phi"], steps, n_all, P)
+        a_resp = _two_time(out["A"], steps, n_all, P)
+        b_resp = _two_time(out["B"], steps, n_all, P)
+    else:
+        h2 = a_resp = b_resp = None
+        sem = jnp.std(replica_losses, axis=0, ddof=1) / np.sqrt(p["replicas"])
+        loss_error, test_loss_error = sem[0], sem[1]
+    phi2 = _two_time(out["Phi"], steps, n_all, P)
+    g2 = _two_time(out["G"], steps, n_all, P)
+    diag = lambda K: jnp.einsum("ltt...->lt...", K)  # noqa: E731
+    phi_k, g_k = diag(phi2), diag(g2)
+    h_k = phi_k if exact else out["H"][:, :, :P, :P]
+    ntk_block = jnp.asarray(p["beta0"], dt) ** 2 / depth
+    ntk = jax.vmap(ntk_from_kernels, in_axes=(None, 1, 1, None))(Kx[:P, :P], phi_k, g_k, ntk_block)
+    f = out["f"]
+    loss = 0.5 * jnp.mean((jnp.asarray(p["y"], dt) - f[:, :P]) ** 2, axis=-1)
+    test_loss = test_pred = None
+    if p["y_test"] is not None:
+        test_pred = f[:, P:]
+        test_loss = 0.5 * jnp.mean((jnp.asarray(p["y_test"], dt) - test_pred) ** 2, axis=-1)
+    if exact:
+        loss_error = jnp.zeros_like(loss)
+        test_loss_error = None
+    elif p["y_test"] is None:
+        test_loss_error = None
+    return _finish(
+        problem,
+        dict(
+            loss=loss,
+            predictions=f[:, :P],
+            ntk=ntk,
+            phi_kernel=phi_k,
+            g_kernel=g_k,
+            h_kernel=h_k,
+            phi_two_time=phi2,
+            g_two_time=g2,
+            h_two_time=h2,
+            a_response=a_resp,
+            b_response=b_resp,
+            test_loss=test_loss,
+            test_predictions=test_pred,
+            loss_error=loss_error,
+            test_loss_error=test_loss_error,
+            times=eta0 * jnp.arange(steps + 1, dtype=dt),
+        ),
+    )
+
+
+def _march(p, Kx, omega, scalars, common_static, part):
+    """The compiled march: exact linear closure, or Monte Carlo replicas with their losses."""
+    dt = p["dt"]
+    if p["exact"]:
+        out = _linear(
+            Kx,
+            jnp.asarray(p["y_all"], dt),
+            jnp.asarray(omega, dt),
+            *scalars,
+            responses=p["responses"],
+            **common_static,
+        )
+        return out, None
+    key = jax.random.PRNGKey(p["seed"])
+    if part:  # independent sources for each solve of a flow or depth extrapolation
+        key = jax.random.fold_in(key, part)
+    return _monte_carlo(
+        Kx,
+        jnp.asarray(p["y_all"], dt),
+        jnp.asarray(omega, dt),
+        *scalars,
+        key,
+        n_train=p["n_train"],
+        replicas=p["replicas"],
+        act=p["act"],
+        samples=p["samples"],
+        rtol=float(np.sqrt(np.finfo(dt).eps)) ** 1.5,
+        responses=p["responses"],
+        **common_static,
+    )
+
+
+def _finish(problem, fields, converged_parts=True):
+    """Build a Solution from its fields: divergence, and convergence judged on the relative
+    Monte Carlo error of the loss against ``tol``."""
+    dt = problem["dt"]
+    loss, loss_error = fields["loss"], fields["loss_error"]
+    finite = jnp.isfinite(loss)
+    diverged_step = jnp.where(jnp.all(finite), -1, jnp.argmin(finite)).astype(jnp.int32)
+    if problem["exact"]:
+        worst = jnp.zeros((), dt)
+    else:
+        # relative Monte Carlo error of the loss, where the loss is still above rounding
+        floor = 1e3 * jnp.finfo(dt).eps * jnp.abs(loss[0])
+        worst = jnp.max(jnp.where(loss > floor, loss_error / jnp.maximum(loss, floor), 0.0))
+    converged = jnp.logical_and(worst <= problem["tol"], jnp.all(finite))
+    converged = jnp.logical_and(converged, converged_parts)
+    return Solution(
+        **fields,
         converged=converged,
         iterations=jnp.asarray(1),
         residuals=worst[None],
         diverged_step=diverged_step,
-        test_loss_error=None if (exact or X_test is None) else test_loss_error,
-        memory_estimate=int(estimate),
-        method="linear-exact" if exact else "monte-carlo",
-        settings=tuple(settings.items()),
+        method="linear-exact" if problem["exact"] else "monte-carlo",
     )
-    if throw and not isinstance(diverged_step, jax.core.Tracer):
-        if int(diverged_step) >= 0:
-            raise DivergenceError(solution.status, step=int(diverged_step))
-        if not bool(converged):
-            raise ConvergenceError(solution.status, iterations=1, residual=float(worst))
-    return solution
+
+
+# Fields combined linearly by the time-step and depth extrapolations, with their time axes.
+_TIME_AXES = {
+    "loss": (0,),
+    "predictions": (0,),
+    "ntk": (0,),
+    "test_loss": (0,),
+    "test_predictions": (0,),
+    "times": (0,),
+    "phi_kernel": (1,),
+    "g_kernel": (1,),
+    "h_kernel": (1,),
+    "phi_two_time": (1, 2),
+    "g_two_time": (1, 2),
+    "h_two_time": (1, 2),
+    "a_response": (1, 2),
+    "b_response": (1, 2),
+}
+_LAYER_FIELDS = ("phi_kernel", "g_kernel", "h_kernel", "phi_two_time", "g_two_time", "h_two_time")
+
+
+def _combine(problem, parts, weights, pick):
+    """Σ_k weights[k]·pick(k, name, field of parts[k]) for every field; errors in quadrature."""
+    fields = {}
+    for name in _TIME_AXES:
+        arrs = [getattr(s, name) for s in parts]
+        picked = [None if a is None else pick(k, name, a) for k, a in enumerate(arrs)]
+        if any(a is None for a in picked):
+            fields[name] = None
+        elif name == "times":
+            fields[name] = picked[-1]
+        else:
+            fields[name] = sum(w * a for w, a in zip(weights, picked, strict=True))
+    for name in ("loss_error", "test_loss_error"):
+        errs = [getattr(s, name) for s in parts]
+        fields[name] = (
+            None
+            if any(e is None for e in errs)
+            else jnp.sqrt(
+                sum(
+                    (w * pick(k, "loss", e)) ** 2
+                    for k, (w, e) in enumerate(zip(weights, errs, strict=False))
+                )
+            )
+        )
+    ok = jnp.all(jnp.stack([jnp.all(s.converged) for s in parts]))
+    return fields, ok
+
+
+def _solve_flow(problem, depth, t_max, steps, order, *, part):
+    """Gradient flow on τ_k = k·dτ: left-endpoint memory sums (discrete time with η₀ = dτ),
+    Richardson-extrapolated in dτ for ``order=2``."""
+    dtau = jnp.asarray(t_max, problem["dt"]) / steps
+    coarse = _solve_once(problem, depth, dtau, steps, part=part)
+    coarse = _densities(coarse, dtau)
+    if order == 1:
+        return coarse
+    fine = _densities(_solve_once(problem, depth, dtau / 2, 2 * steps, part=part + 1), dtau / 2)
+
+    def pick(k, name, a):
+        if k == 0:
+            return a
+        sl = [slice(None)] * a.ndim
+        for ax in _TIME_AXES[name]:
+            sl[ax] = slice(None, None, 2)
+        return a[tuple(sl)]
+
+    fields, ok = _combine(problem, [coarse, fine], [-1.0, 2.0], pick)
+    sol = _finish(problem, fields, ok)
+    return dataclasses.replace(sol, time_error=jnp.abs(sol.loss - pick(1, "loss", fine.loss)))
+
+
+def _densities(sol, dtau):
+    """Responses of the discrete march carry one factor of the step: return them per unit time."""
+    if sol.a_response is None:
+        return sol
+    return dataclasses.replace(
+        sol, a_response=sol.a_response / dtau, b_response=sol.b_response / dtau
+    )
+
+
+def _depth_limit(problem, depths, ladder):
+    """Extrapolate the per-depth solutions to 1/L → 0 (Richardson through every depth)."""
+    weights = _ladder_weights(depths)
+
+    def pick(k, name, a):
+        if name in ("a_response", "b_response"):
+            return None
+        if name in _LAYER_FIELDS:
+            return a[:: depths[k] // depths[0]]
+        return a
+
+    fields, ok = _combine(problem, ladder, weights, pick)
+    sol = _finish(problem, fields, ok)
+    top, _ = _combine(
+        problem, ladder[1:], _ladder_weights(depths[1:]), lambda k, n, a: pick(k + 1, n, a)
+    )
+    time_errors = [s.time_error for s in ladder]
+    time_error = None
+    if all(e is not None for e in time_errors):
+        time_error = jnp.sqrt(sum((w * e) ** 2 for w, e in zip(weights, time_errors, strict=True)))
+    return dataclasses.replace(
+        sol,
+        depth_error=jnp.abs(sol.loss - top["loss"]),
+        time_error=time_error,
+        ladder=tuple(ladder),
+    )
