@@ -129,7 +129,7 @@ BAD = [
     (dict(optimizer="adam"), ValueError, "`optimizer` must be 'gd' or 'sgd'"),
     (dict(dynamics="euler"), ValueError, "`dynamics` must be one of"),
     (dict(activation="softsign"), ValueError, "`activation` must be one of"),
-    (dict(dynamics="flow"), NotImplementedError, "gradient flow"),
+    (dict(dynamics="flow"), ValueError, "needs `t_max` > 0"),
     (dict(memory_limit=10), ValueError, "`memory_limit`"),
     (dict(nonsense=1), TypeError, "unexpected keyword"),
 ]
