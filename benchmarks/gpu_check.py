@@ -73,7 +73,14 @@ def monte_carlo(report, small):
 
 def main(out_path=None, small=False):
     report = {"device": str(jax.devices()[0]), "jax": jax.__version__}
+
+    def save():  # after every section, so a run cut off by its time limit keeps what it did
+        print(json.dumps(report), flush=True)
+        if out_path:
+            write_json(out_path, report)
+
     monte_carlo(report, small)
+    save()
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(16, 16)), np.sign(rng.normal(size=16))
     kw = dict(width=1024, depth=8, steps=100, seeds=16, activation="relu", dtype="float32")
@@ -82,6 +89,7 @@ def main(out_path=None, small=False):
     _, first = timed(lambda: dmft.simulate(X, y, eta0=0.05, **kw).loss)
     _, second = timed(lambda: dmft.simulate(X, y, eta0=0.04, **kw).loss)
     report["simulate_N1024_L8_P16_T100_S16"] = {"first_s": first, "second_s": second}
+    save()
 
     # correctness: ensemble-mean NTK at init against the arc-cosine recursion
     Xs = X[:4]
@@ -105,10 +113,7 @@ def main(out_path=None, small=False):
             "second_s": second,
             "final_loss": float(s[-1]),
         }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if out_path:
-        write_json(out_path, report)
+        save()
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def extrapolate(widths, means, ses):
     A = np.stack([np.ones(len(widths)), 1.0 / widths], axis=1)
     out, err = [], []
     for t in range(means.shape[1]):
-        w = 1.0 / np.maximum(ses[:, t], 1e-300)
+        w = 1.0 / np.maximum(ses[:, t], 1e-100)  # t = 0 has no spread
         Aw = A * w[:, None]
         coef, *_ = np.linalg.lstsq(Aw, means[:, t] * w, rcond=None)
         out.append(coef[0])

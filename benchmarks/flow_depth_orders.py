@@ -1,0 +1,276 @@
+"""Convergence orders of the gradient-flow and infinite-depth solvers, the cost of the depth
+ladder, and the α = 1/2 versus α = 1 figure.
+
+    python benchmarks/flow_depth_orders.py            # everything (about 15 min on 2 cores)
+    python benchmarks/flow_depth_orders.py --quick    # small sizes, for CI
+
+Sections (each writes its numbers into one JSON):
+
+- ``flow_order``: max error of the loss on the grid against a fine-grid solve, for steps
+  n = 4 … 32 (ReLU) or 8 … 64 (linear), at flow_order 1 and 2; slopes of log error on log dτ.
+- ``gd_to_flow``: gradient descent with η₀ = t_max/n against the flow at the same times; slope.
+- ``depth``: |q_L − q_∞| for loss and NTK at the last step, q_∞ from the ladder's Richardson
+  extrapolation; slope of log gap on log L (least squares), and the slope of successive
+  differences |q_L − q_2L|, which needs no q_∞.
+- ``ladder_cost``: wall time of ``depth=math.inf`` against one solve at the ladder's deepest
+  depth, both compiled (second call with a new γ₀) and first call (compilation included).
+- ``alpha``: the figure docs/figures/alpha_limits.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import write_json  # noqa: E402
+from validate_solver import data  # noqa: E402
+
+import dmft  # noqa: E402
+
+ONE = (np.ones((1, 1)), np.ones(1))
+
+
+def slope(x, y):
+    """Least-squares slope of log y on log x."""
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def flow_order(quick):
+    out = {}
+    lin = dict(depth=4, activation="linear", gamma0=1.0, dynamics="flow", t_max=0.25)
+    # ReLU: two points and many sites, so the Monte Carlo noise stays below the step error
+    relu = dict(
+        depth=2,
+        activation="relu",
+        gamma0=1.0,
+        dynamics="flow",
+        t_max=4.0,
+        samples=2**12 if quick else 2**16,
+        replicas=2 if quick else 16,
+        memory_limit=16 * 2**30,
+    )
+    specs = [("linear P=1 L=4", ONE, lin, (8, 16) if quick else (8, 16, 32, 64), 256)]
+    specs.append(
+        ("relu P=2 L=2", data(2), relu, (4, 8) if quick else (4, 8, 16), 16 if quick else 64)
+    )
+    for name, (X, y), kw, grid, ref_steps in specs:
+        t0 = time.perf_counter()
+        ref = np.asarray(dmft.solve_dmft(X, y, steps=ref_steps, throw=False, **kw).loss)
+        # compare on the coarsest grid's times, which every grid has
+        row = {
+            "steps": list(grid),
+            "reference_steps": ref_steps,
+            "times": list(np.linspace(0, kw["t_max"], grid[0] + 1)),
+        }
+        for order in (1, 2):
+            errs, noise = [], []
+            for n in grid:
+                sol = dmft.solve_dmft(X, y, steps=n, flow_order=order, throw=False, **kw)
+                loss = np.asarray(sol.loss)[:: n // grid[0]]
+                errs.append(float(np.max(np.abs(loss - ref[:: ref_steps // grid[0]]))))
+                noise.append(float(np.max(np.asarray(sol.loss_error))))
+            row[f"order{order}"] = dict(
+                max_error=errs, max_mc_error=noise, slope=slope(1 / np.array(grid), errs)
+            )
+        row["seconds"] = time.perf_counter() - t0
+        out[name] = row
+        print(name, {k: v["slope"] for k, v in row.items() if k.startswith("order")}, flush=True)
+    return out
+
+
+def gd_to_flow(quick):
+    kw = dict(depth=4, activation="linear", gamma0=1.0)
+    t_max = 0.25
+    flow = np.asarray(dmft.solve_dmft(*ONE, dynamics="flow", t_max=t_max, steps=256, **kw).loss)
+    grid = (8, 16) if quick else (8, 16, 32, 64, 128)
+    errs = []
+    for n in grid:
+        gd = np.asarray(dmft.solve_dmft(*ONE, eta0=t_max / n, steps=n, **kw).loss)
+        errs.append(float(np.max(np.abs(gd - flow[:: 256 // n]))))
+    out = dict(
+        eta0=[t_max / n for n in grid], max_error=errs, slope=slope(1 / np.array(grid), errs)
+    )
+    print("gd → flow slope", out["slope"], flush=True)
+    return out
+
+
+def depth_rates(quick):
+    out = {}
+    specs = [
+        (
+            "linear P=1",
+            ONE,
+            dict(activation="linear", gamma0=1.0, eta0=0.02, steps=5),
+            (4, 8, 16) if quick else (4, 8, 16, 32, 64, 128),
+        ),
+        (
+            "relu P=4",
+            data(4),
+            dict(
+                activation="relu",
+                gamma0=1.0,
+                eta0=0.5,
+                steps=5,
+                samples=2**12 if quick else 2**16,
+                replicas=2 if quick else 16,
+                memory_limit=16 * 2**30,
+            ),
+            (2, 4, 8) if quick else (4, 8, 16, 32),
+        ),
+    ]
+    for name, (X, y), kw, ladder in specs:
+        t0 = time.perf_counter()
+        inf = dmft.solve_dmft(X, y, depth=math.inf, depths=ladder, throw=False, **kw)
+        row = {"depths": list(ladder), "seconds": None}
+        for field in ("loss", "ntk"):
+            per = np.array([np.asarray(getattr(s, field))[-1].ravel()[0] for s in inf.ladder])
+            lim = float(np.asarray(getattr(inf, field))[-1].ravel()[0])
+            gaps = np.abs(per - lim)
+            succ = np.abs(np.diff(per))
+            Ls = np.array(ladder)
+            use = slice(0, len(ladder) - 1)  # the deepest point is nearly the limit itself
+            late = slice(1, len(ladder) - 1)  # from the second depth on: past the 1/L² part
+            row[field] = dict(
+                per_depth=per.tolist(),
+                limit=lim,
+                gaps=gaps.tolist(),
+                slope=slope(Ls[use], gaps[use]),
+                slope_from_second=slope(Ls[late], gaps[late]),
+                successive=succ.tolist(),
+                successive_slope=slope(Ls[:-1], succ),
+                successive_slope_from_second=slope(Ls[1:-1], succ[1:]),
+            )
+        if inf.method == "monte-carlo":
+            row["loss_mc_error_per_depth"] = [
+                float(np.asarray(s.loss_error)[-1]) for s in inf.ladder
+            ]
+        row["depth_error"] = float(np.asarray(inf.depth_error)[-1])
+        row["seconds"] = time.perf_counter() - t0
+        out[name] = row
+        for f in ("loss", "ntk"):
+            r = row[f]
+            print(name, f, {k: round(v, 3) for k, v in r.items() if "slope" in k}, flush=True)
+    # lazy closed form K_∞ = (2 + β₀²)e^{β₀²}
+    lazy = dmft.solve_dmft(*ONE, depth=math.inf, activation="linear", gamma0=1e-4, steps=1)
+    out["lazy_K_inf_rel_error"] = float(abs(lazy.ntk[0, 0, 0] / (3 * math.e) - 1))
+    print("lazy K_inf rel error", out["lazy_K_inf_rel_error"])
+    return out
+
+
+def ladder_cost(quick):
+    out = {}
+    specs = [
+        ("linear P=1 T=50", ONE, dict(activation="linear", eta0=0.02, steps=10 if quick else 50)),
+        (
+            "relu P=8 T=20",
+            data(8),
+            dict(
+                activation="relu",
+                eta0=0.5,
+                steps=5 if quick else 20,
+                samples=8192,
+                dtype="float32",
+                tol=1.0,
+            ),
+        ),
+    ]
+    ladder = (2, 4, 8) if quick else (4, 8, 16, 32)
+    for name, (X, y), kw in specs:
+        row = {}
+        for label, extra in (
+            ("ladder", dict(depth=math.inf, depths=ladder)),
+            ("deepest", dict(depth=ladder[-1])),
+        ):
+            times = []
+            jax.clear_caches()  # the first call compiles from scratch for both
+            for g in (1.0, 0.9):
+                t0 = time.perf_counter()
+                jax.block_until_ready(dmft.solve_dmft(X, y, gamma0=g, **kw, **extra).loss)
+                times.append(time.perf_counter() - t0)
+            row[label] = dict(first_s=times[0], second_s=times[1])
+        row["ratio_compiled"] = row["ladder"]["second_s"] / row["deepest"]["second_s"]
+        row["ratio_first"] = row["ladder"]["first_s"] / row["deepest"]["first_s"]
+        out[name] = row
+        print(name, row, flush=True)
+    return out
+
+
+def alpha_figure(quick, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = (2, 4, 8, 16) if quick else (2, 4, 8, 16, 32, 64)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    out = {}
+    for alpha, color in ((0.5, "C0"), (1.0, "C3")):
+        lazy, final = [], []
+        for L in depths:
+            lz = dmft.solve_dmft(
+                *ONE, depth=L, activation="linear", gamma0=1e-4, steps=1, alpha=alpha
+            )
+            lazy.append(float(lz.ntk[0, 0, 0]))
+            rich = dmft.solve_dmft(
+                *ONE, depth=L, activation="linear", gamma0=1.0, eta0=0.02, steps=20, alpha=alpha
+            )
+            final.append(float(rich.loss[-1]))
+            if L in (depths[0], depths[-1]):
+                axes[2].semilogy(
+                    np.asarray(rich.loss),
+                    color=color,
+                    ls="-" if L == depths[-1] else ":",
+                    label=f"α = {alpha:g}, L = {L}",
+                )
+        out[f"alpha={alpha:g}"] = dict(depths=list(depths), lazy_ntk=lazy, final_loss=final)
+        inv = 1 / np.array(depths)
+        axes[0].plot(inv, lazy, "o-", color=color, label=f"α = {alpha:g}")
+        axes[1].plot(inv, final, "o-", color=color, label=f"α = {alpha:g}")
+    axes[0].axhline(3 * math.e, color="C0", ls="--", lw=0.8)
+    axes[0].axhline(3.0, color="C3", ls="--", lw=0.8)
+    axes[0].set(xlabel="1/L", ylabel="NTK at init", title="lazy NTK (dashed: L = ∞ closed forms)")
+    axes[1].set(
+        xlabel="1/L", ylabel="loss at step 20", title="rich (γ₀ = 1), η₀ = 0.02", yscale="log"
+    )
+    axes[2].set(xlabel="step", ylabel="loss", title="training loss")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print("wrote", path)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default=None, help="one section")
+    ap.add_argument("--out", default="benchmarks/results/flow_depth_orders.json")
+    ap.add_argument("--figure", default="docs/figures/alpha_limits.png")
+    args = ap.parse_args()
+    report = {}
+    sections = dict(
+        flow_order=flow_order, gd_to_flow=gd_to_flow, depth=depth_rates, ladder_cost=ladder_cost
+    )
+    for name, fn in sections.items():
+        if args.only in (None, name):
+            report[name] = fn(args.quick)
+            write_json(args.out, report)
+    if args.only in (None, "alpha"):
+        report["alpha"] = alpha_figure(args.quick, args.figure)
+    write_json(args.out, report)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
