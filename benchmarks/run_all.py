@@ -21,6 +21,9 @@ def main():
     results = os.path.join(HERE, "results")
     suffix = "_small" if args.small else ""
     small = ["--small"] if args.small else []
+    quick = ["--quick"] if args.small else []
+    # the network ensembles of the full run are meant for an accelerator (see benchmarks/README.md)
+    nets = os.path.join(results, f"flow_depth_networks{suffix}.json")
     runs = [
         ["bench_simulate.py", *small, "--out", os.path.join(results, f"simulate{suffix}.json")]
         + (["--torch-python", args.torch_python] if args.torch_python else []),
@@ -29,6 +32,24 @@ def main():
             *small,
             "--out",
             os.path.join(results, f"solve_linear{suffix}.json"),
+        ],
+        ["validate_flow_depth.py", "networks", *quick, "--networks", nets],
+        [
+            "validate_flow_depth.py",
+            "compare",
+            *quick,
+            "--networks",
+            nets,
+            "--out",
+            os.path.join(results, f"validate_flow_depth{suffix}.json"),
+        ],
+        [
+            "flow_depth_orders.py",
+            *quick,
+            "--out",
+            os.path.join(results, f"flow_depth_orders{suffix}.json"),
+            "--figure",
+            os.path.join(results, f"alpha_limits{suffix}.png"),
         ],
     ]
     failed = 0
