@@ -375,7 +375,13 @@ def solve_dmft(
         return _solve_flow(problem, L, t_max, steps, flow_order, part=part)
 
     if depth == math.inf:
-        ladder = [at_depth(L, part=2 * k) for k, L in enumerate(depths)]
+        ladder = []
+        for k, L in enumerate(depths):
+            member = {key: v for key, v in settings.items() if key != "depths"}
+            member["depth"] = L
+            ladder.append(
+                dataclasses.replace(at_depth(L, part=2 * k), settings=tuple(member.items()))
+            )
         solution = _depth_limit(problem, depths, ladder)
     else:
         solution = at_depth(depth, part=0)

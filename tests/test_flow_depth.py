@@ -110,7 +110,7 @@ def test_infinite_depth_lazy_linear_closed_form():
     sol = dmft.solve_dmft(*ONE, depth=math.inf, activation="linear", gamma0=1e-4, steps=1)
     K = float(sol.ntk[0, 0, 0])
     assert K == pytest.approx(linear_one_point_ntk(math.inf), rel=1e-4)  # measured 4.6e-5
-    assert len(sol.ladder) == len(sol.config["depths"])
+    assert [s.config["depth"] for s in sol.ladder] == list(sol.config["depths"])
     # the layer kernels sit on the shallowest depth's τ grid
     assert sol.phi_kernel.shape[0] == sol.config["depths"][0] + 1
     assert sol.a_response is None
