@@ -44,12 +44,9 @@ def is_traced(value) -> bool:
     return isinstance(value, _Tracer)
 
 
-_is_traced = is_traced
-
-
 def check_scalar(name: str, value, *, low=None, high=None, low_open=False, high_open=False):
     """Check a real scalar against a range; tracers pass unchecked. Returns the value."""
-    if _is_traced(value):
+    if is_traced(value):
         return value
     try:
         arr = np.asarray(value)
@@ -127,10 +124,10 @@ def check_common(
     check_scalar("gamma0", gamma0, low=0.0, low_open=True)
     check_scalar("eta0", eta0, low=0.0)
     check_scalar("alpha", alpha, low=0.5, high=1.0)
-    if _is_traced(alpha):
+    if is_traced(alpha):
         raise TypeError("`alpha` must be a Python float in [0.5, 1] (it fixes the depth scaling)")
     check_scalar("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    if _is_traced(momentum):
+    if is_traced(momentum):
         raise TypeError("`momentum` must be a Python float in [0, 1)")
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)

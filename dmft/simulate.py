@@ -115,23 +115,29 @@ def _train_one(key, X_all, y, y_test, masks, eta0, beta0, gamma0, cfg: _Config):
         lr = {"W0": sc.lr_input, "Ws": sc.lr_hidden, "w": sc.lr_readout}
         return {k: params[k] - scale * lr[k] * grads[k] for k in params}
 
+    def full_batch_grads(params, h, g, delta):
+        return network.gradients(params, X_all[:P], h, g, delta / P, act=cfg.act, sc=sc)
+
     def flow_grads(params):
         h_all, f_all = network.forward(params, X_all, act=cfg.act, sc=sc)
         h = h_all[..., :P]
-        error = (y - (f_all[:P] - f_init)) / P
         g = network.backward(params, h, act=cfg.act, sc=sc)
-        return network.gradients(params, X_all[:P], h, g, error, act=cfg.act, sc=sc)
+        return full_batch_grads(params, h, g, y - (f_all[:P] - f_init))
 
-    def heun(_, params):  # dθ/dτ = −lr·∇loss, second order (lr carries the substep dτ)
-        k1 = flow_grads(params)
+    def heun(params, k1):  # dθ/dτ = −lr·∇loss, second order (lr carries the substep dτ)
         k2 = flow_grads(lr_step(params, k1, 1.0))
         return lr_step(params, jax.tree_util.tree_map(jnp.add, k1, k2), 0.5)
 
     def step(carry, mask):
         params, opt_state = carry
         if cfg.flow_substeps:
-            out, _ = evaluate(params)
-            return (lax.fori_loop(0, cfg.flow_substeps, heun, params), opt_state), out
+            out, (h, g, delta) = evaluate(params)
+            # the first substep starts from the fields evaluate() already computed
+            params = heun(params, full_batch_grads(params, h, g, delta))
+            params = lax.fori_loop(
+                1, cfg.flow_substeps, lambda _, p: heun(p, flow_grads(p)), params
+            )
+            return (params, opt_state), out
         out, (h, g, delta) = evaluate(params)
         error = mask * delta / jnp.sum(mask)
         if cfg.optimizer != "adam" and cfg.momentum == 0:  # plain (S)GD: fused update

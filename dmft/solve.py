@@ -612,16 +612,15 @@ def _depth_limit(problem, depths, ladder):
 
     fields, ok = _combine(problem, ladder, weights, pick)
     sol = _finish(problem, fields, ok)
-    top, _ = _combine(
-        problem, ladder[1:], _ladder_weights(depths[1:]), lambda k, n, a: pick(k + 1, n, a)
-    )
+    # the same extrapolation without the shallowest depth, for the loss only
+    top = sum(w * s.loss for w, s in zip(_ladder_weights(depths[1:]), ladder[1:], strict=True))
     time_errors = [s.time_error for s in ladder]
     time_error = None
     if all(e is not None for e in time_errors):
         time_error = jnp.sqrt(sum((w * e) ** 2 for w, e in zip(weights, time_errors, strict=True)))
     return dataclasses.replace(
         sol,
-        depth_error=jnp.abs(sol.loss - top["loss"]),
+        depth_error=jnp.abs(sol.loss - top),
         time_error=time_error,
         ladder=tuple(ladder),
     )
