@@ -4,10 +4,20 @@ Public names only; everything else may change.
 """
 
 from dmft.activations import Activation, get_activation
+from dmft.convergence import (
+    ConvergenceStudy,
+    JointFit,
+    RateFit,
+    convergence_study,
+    fit_depth_rate,
+    fit_joint,
+    fit_width_rate,
+    load_study,
+)
 from dmft.coord_check import CoordCheck, coord_check
 from dmft.errors import ConvergenceError, DivergenceError
 from dmft.lazy import LazyKernels, gaussian_expectations, lazy_errors, lazy_kernels
-from dmft.plot import plot_coord_check, plot_loss
+from dmft.plot import plot_convergence, plot_coord_check, plot_loss, save_figure
 from dmft.results import SimulationResult, Solution
 from dmft.schedule import batch_schedule
 from dmft.simulate import estimate_memory, simulate
@@ -19,22 +29,32 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation",
     "ConvergenceError",
+    "ConvergenceStudy",
     "CoordCheck",
     "DivergenceError",
+    "JointFit",
     "LazyKernels",
+    "RateFit",
     "SimulationResult",
     "Solution",
     "Sweep",
     "batch_schedule",
+    "convergence_study",
     "coord_check",
     "estimate_memory",
+    "fit_depth_rate",
+    "fit_joint",
+    "fit_width_rate",
     "gaussian_expectations",
     "get_activation",
     "hyperparameter_sweep",
     "lazy_errors",
     "lazy_kernels",
+    "load_study",
+    "plot_convergence",
     "plot_coord_check",
     "plot_loss",
+    "save_figure",
     "simulate",
     "solve_dmft",
 ]

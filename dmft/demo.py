@@ -9,8 +9,6 @@ Run ``python -m dmft.demo --out figures/demo.png``.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 
 import matplotlib
 
@@ -19,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import dmft  # noqa: E402
+from dmft.plot import save_figure  # noqa: E402
 
 
 def run(out: str, widths=(64, 256, 1024), depth: int = 4, steps: int = 30, seeds: int = 16):
@@ -41,13 +40,7 @@ def run(out: str, widths=(64, 256, 1024), depth: int = 4, steps: int = 30, seeds
     ax.legend(frameon=False, fontsize=8)
     print(f"DMFT loss after {steps} steps = {float(sol.loss[-1]):.4f}")
     ax.set_title(f"linear depth-μP ResNet, L = {depth}, γ₀ = 1, {seeds} seeds", fontsize=10)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    # write atomically: a reader never sees a half-written figure
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)), suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    save_figure(fig, out)
     print(f"figure written to {out}")
 
 

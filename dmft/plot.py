@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import matplotlib.pyplot as plt
 import numpy as np
+
+
+def save_figure(fig, path, dpi=120) -> None:
+    """Save ``fig`` to ``path`` atomically (a temporary file, then a rename), creating the
+    folder: a reader never sees a half-written image."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    suffix = os.path.splitext(path)[1] or ".png"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _axes(ax, ncols=1, size=(4.5, 3.4)):
@@ -55,4 +76,80 @@ def plot_coord_check(cc, *, axes=None):
     fig.suptitle(
         f"coordinate check, {cc.settings.get('parameterization')}, T = {cc.settings.get('steps')}"
     )
+    return fig, axes
+
+
+def plot_convergence(study, quantity="loss", *, time="mean", width=None, axes=None):
+    """Three log–log panels of a :class:`dmft.ConvergenceStudy` for one quantity.
+
+    1. Width: ``E[(q_N − q_{∞,L})²]`` against N, one colour per depth, with the fitted common
+       exponent (solid) and the theory slope −1 (dashed).
+    2. Depth: ``|E[q_{N,L}] − q_{∞,∞}|`` against L at one width (default the largest) and the
+       DMFT's own ``|q_{∞,L} − q_{∞,∞}|``, with fits and the slope −1 (needs the L = ∞ solve).
+    3. Joint: ``|E[q_{N,L}] − q_{∞,∞}|`` (RMS over elements, at ``time``; "mean" uses the final
+       step here) against N per depth, with the fitted ``a/N + b/L`` model as lines.
+
+    Returns the figure and the axes.
+    """
+    from dmft.convergence import fit_depth_rate, fit_joint, fit_width_rate
+
+    has_limit = study.limit is not None and len(study.depths) >= 2
+    fig, axes = _axes(axes, ncols=3 if has_limit else 1)
+    axes = np.atleast_1d(axes)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    fit = fit_width_rate(study, quantity, time=time)
+    ax = axes[0]
+    n = np.asarray(fit.x, float)
+    for j, L in enumerate(study.depths):
+        c = colors[j % len(colors)]
+        ax.errorbar(n, fit.y[:, j], yerr=2 * fit.yerr[:, j], fmt="o", color=c, label=f"L = {L}")
+        ax.plot(n, np.exp(fit.intercepts[j]) * n**fit.exponent, "-", color=c, lw=1)
+        ax.plot(n, fit.y[0, j] * (n / n[0]) ** fit.theory, "--", color=c, lw=0.8, alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("width N")
+    ax.set_ylabel(rf"$E[(q_N - q_\infty)^2]$, {quantity}")
+    lo, hi = fit.interval
+    ax.set_title(f"slope {fit.exponent:+.2f} [{lo:+.2f}, {hi:+.2f}] (dashed: −1)", fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
+    if not has_limit:
+        return fig, axes
+
+    ax = axes[1]
+    L = np.asarray(study.depths, float)
+    wi = len(study.widths) - 1 if width is None else study.widths.index(width)
+    for f, label, marker in (
+        (
+            fit_depth_rate(study, quantity, width=study.widths[wi], time=time),
+            f"N = {study.widths[wi]}",
+            "o",
+        ),
+        (fit_depth_rate(study, quantity, dmft=True, time=time), "DMFT, N = ∞", "s"),
+    ):
+        (line,) = ax.plot(L, f.y[:, 0], marker, label=f"{label}: slope {f.exponent:+.2f}")
+        ax.plot(L, np.exp(f.intercepts[0]) * L**f.exponent, "-", color=line.get_color(), lw=1)
+        ax.plot(L, f.y[0, 0] * (L / L[0]) ** -1.0, "--", color=line.get_color(), lw=0.8, alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("depth L")
+    ax.set_ylabel(rf"$|E[q_{{N,L}}] - q_{{\infty,\infty}}|$, {quantity}")
+    ax.set_title("depth (dashed: −1)", fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
+
+    ax = axes[2]
+    joint = fit_joint(study, quantity, time="final" if time == "mean" else time)
+    n = np.asarray(joint.widths, float)
+    for j, Lj in enumerate(joint.depths):
+        c = colors[j % len(colors)]
+        ax.errorbar(
+            n, joint.observed[:, j], yerr=2 * joint.noise[:, j], fmt="o", color=c, label=f"L = {Lj}"
+        )
+        ax.plot(n, joint.model[:, j], "-", color=c, lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("width N")
+    ax.set_ylabel(rf"$|E[q_{{N,L}}] - q_{{\infty,\infty}}|$, {quantity}")
+    ax.set_title(f"a/N + b/L (lines): χ²/dof = {joint.chi2 / max(joint.dof, 1):.2f}", fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
     return fig, axes

@@ -7,6 +7,8 @@ Physical parameters that arrive as JAX tracers (under ``jax.vmap``) are passed t
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 
@@ -37,6 +39,25 @@ try:  # public in the JAX versions we support; the private home is the fallback
     _Tracer = jax.core.Tracer
 except AttributeError:  # pragma: no cover
     from jax._src.core import Tracer as _Tracer
+
+
+_CHECK_ONLY = contextvars.ContextVar("dmft_check_only", default=False)
+
+
+@contextlib.contextmanager
+def checking_only():
+    """Within this context, ``simulate`` and ``solve_dmft`` validate their arguments and return
+    None without compiling or computing anything (used to check a whole sweep up front)."""
+    token = _CHECK_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CHECK_ONLY.reset(token)
+
+
+def check_only() -> bool:
+    """True inside :func:`checking_only`."""
+    return _CHECK_ONLY.get()
 
 
 def is_traced(value) -> bool:

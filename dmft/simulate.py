@@ -23,6 +23,7 @@ from dmft.settings import (
     check_data,
     check_flow,
     check_int,
+    check_only,
     resolve_dtype,
 )
 
@@ -378,6 +379,8 @@ def simulate(
             dim=D,
             memory_budget=memory_budget,
         )
+    if check_only():
+        return None
     n_chunks = math.ceil(seeds / chunk_size)
     chunk_size = math.ceil(seeds / n_chunks)  # balance chunks; padding < n_chunks
 

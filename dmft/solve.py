@@ -21,6 +21,7 @@ from dmft.settings import (
     check_depth_ladder,
     check_flow,
     check_int,
+    check_only,
     check_scalar,
     is_traced,
     resolve_dtype,
@@ -323,6 +324,9 @@ def solve_dmft(
             f"{memory_limit / 2**30:.2f} GiB; reduce {fewer}`steps`, `depth` or the number of "
             "points, use dtype='float32', or raise `memory_limit`"
         )
+
+    if check_only():
+        return None
 
     X_all = X if X_test is None else np.concatenate([X, X_test])
     y_all = y if y_test is None else np.concatenate([y, y_test])

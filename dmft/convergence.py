@@ -1,0 +1,772 @@
+"""How fast finite networks approach the DMFT limit in width N and depth L (SPEC §7).
+
+:func:`convergence_study` trains ensembles of networks over a grid of widths and depths, solves
+the DMFT for the same settings at every depth and at L = ∞, and returns a
+:class:`ConvergenceStudy` with the deviations of each quantity over training time. The fits
+read rates off it:
+
+- :func:`fit_width_rate`: the exponent p of ``E[(q_N − q_∞)²] ∝ N^p`` (theory −1), the DMFT at
+  the same depth as q_∞, one exponent shared by every depth of the grid;
+- :func:`fit_depth_rate`: the exponent of ``|E[q_{N,L}] − q_{∞,∞}|`` in L at one width (theory −1),
+  or of the DMFT's own ``|q_{∞,L} − q_{∞,∞}|``;
+- :func:`fit_joint`: ``E[q_{N,L}] − q_{∞,∞} ≈ a/N + b/L`` over the whole grid, with residuals.
+
+Exponents come with bootstrap intervals (seeds resampled within every grid cell). Finished
+points are cached on disk (:mod:`dmft.cache`), so an interrupted study resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+from scipy import stats
+from tqdm import tqdm
+
+from dmft.cache import Cache, array_digest, code_version, make_key, read_npz, write_npz
+from dmft.settings import check_data, check_depth_ladder, check_int, checking_only
+from dmft.simulate import simulate
+from dmft.solve import DEFAULT_DEPTHS, SIMULATOR_ONLY, solve_dmft
+
+QUANTITIES = ("loss", "ntk", "predictions", "kernels", "test_loss")
+DEFAULT_QUANTITIES = ("loss", "ntk", "predictions", "kernels")
+# Layer kernels are compared at these fractions τ = (ℓ − 1)/L of depth, so that every depth,
+# and the L = ∞ limit, has them.
+KERNEL_DEPTH_FRACTIONS = (0.0, 0.5, 1.0)
+# Keywords that belong to the study or the solver, not to the shared settings.
+_STUDY_ONLY = ("width", "depth", "seeds", "progress", "throw", "X_test", "y_test")
+
+
+def _layers(depth: int) -> list[int]:
+    """0-based layer indices of the kernel depth fractions at depth L (ℓ − 1 = τL, rounded)."""
+    return [int(round(f * depth)) for f in KERNEL_DEPTH_FRACTIONS]
+
+
+def extract(result, quantity: str, depth: int) -> np.ndarray:
+    """A quantity of a simulation (seeds first) or solution as (..., T+1, elements).
+
+    ``"kernels"`` stacks Φˡ(t,t) and Gˡ(t,t) at depth fractions (ℓ − 1)/L = 0, ½, 1.
+    """
+    if quantity == "kernels":
+        parts = []
+        for name in ("phi_kernel", "g_kernel"):
+            k = np.asarray(getattr(result, name))  # (..., L+1, T+1, P, P)
+            for layer in _layers(depth):
+                parts.append(k[..., layer, :, :, :])
+        x = np.stack(parts, axis=-3)  # (..., T+1, 6, P, P)
+    else:
+        x = getattr(result, quantity)
+        if x is None:
+            raise ValueError(f"quantity {quantity!r} needs a test set (`X_test`, `y_test`)")
+        x = np.asarray(x)
+    if quantity in ("loss", "test_loss"):
+        return x[..., None].astype(np.float64)
+    if quantity == "predictions":
+        return x.astype(np.float64)
+    if quantity == "ntk":
+        return x.reshape(*x.shape[:-2], -1).astype(np.float64)
+    return x.reshape(*x.shape[:-3], -1).astype(np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class RateFit:
+    """A power law ``y ≈ c·x^exponent`` fitted on a log–log scale.
+
+    Attributes:
+        exponent: the fitted exponent. interval: its 95% interval (bootstrap over seeds, or
+            from the regression's t-distribution for deterministic data).
+        theory: the exponent SPEC §7 predicts.
+        x: (n,) the abscissae (widths or depths). y: (n, groups) the fitted values, one column
+            per group (depth for a width fit). yerr: same shape, their standard errors.
+        intercepts: (groups,) log c per group.
+        quantity, kind: what was fitted ("width", "depth", "dmft-depth").
+    """
+
+    exponent: float
+    interval: tuple
+    theory: float
+    x: np.ndarray
+    y: np.ndarray
+    yerr: np.ndarray
+    intercepts: np.ndarray
+    quantity: str
+    kind: str
+
+    @property
+    def consistent(self) -> bool:
+        """Whether the theory exponent lies inside the 95% interval."""
+        return self.interval[0] <= self.theory <= self.interval[1]
+
+    def __str__(self):
+        lo, hi = self.interval
+        return (
+            f"{self.kind} exponent of {self.quantity}: {self.exponent:+.3f} "
+            f"[{lo:+.3f}, {hi:+.3f}] (theory {self.theory:+.0f})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class JointFit:
+    """``E[q_{N,L}] − q_{∞,∞} ≈ a/N + b/L``, fitted per element by weighted least squares.
+
+    Attributes:
+        a, b: (T+1, elements) coefficients (``c`` too when the model has a constant).
+        rms_a, rms_b: RMS over elements of a and b (the sizes of the two effects).
+        residuals: (widths, depths) RMS over elements of the standardized residuals
+            ``(observed − model)/standard error``; about 1 where the model explains the grid.
+        chi2, dof: the weighted residual sum of squares and its degrees of freedom;
+            ``chi2/dof`` near 1 means the model explains the grid to within noise.
+        p_value: probability of a chi² at least this large if the model were exact.
+        observed, model, noise: (widths, depths) RMS over elements of the observed deviation,
+            of the model and of the standard error.
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    residuals: np.ndarray
+    chi2: float
+    dof: int
+    p_value: float
+    observed: np.ndarray
+    model: np.ndarray
+    noise: np.ndarray
+    quantity: str
+    widths: tuple
+    depths: tuple
+
+    @property
+    def rms_a(self) -> float:
+        return float(np.sqrt(np.mean(self.a**2)))
+
+    @property
+    def rms_b(self) -> float:
+        return float(np.sqrt(np.mean(self.b**2)))
+
+    def __str__(self):
+        return (
+            f"joint fit of {self.quantity}: RMS a = {self.rms_a:.3g}, RMS b = {self.rms_b:.3g}, "
+            f"chi2/dof = {self.chi2:.1f}/{self.dof} = {self.chi2 / max(self.dof, 1):.2f}, "
+            f"largest |standardized residual| (RMS per cell) = {np.max(self.residuals):.2f}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvergenceStudy:
+    """Networks over a grid of widths and depths next to their DMFT limits.
+
+    Attributes:
+        widths, depths: the grid. seeds: networks per grid point.
+        quantities: the compared quantities; each is stored as (…, T+1, elements): the loss
+            (1 element), the NTK (P² elements), the predictions (P), and "kernels": Φˡ(t,t) and
+            Gˡ(t,t) at depth fractions (ℓ − 1)/L = 0, ½, 1 (6P² elements).
+        values: {quantity: (widths, depths, seeds, T+1, elements)} the networks.
+        reference: {quantity: (depths, T+1, elements)} the DMFT at each depth (N = ∞).
+        reference_error: {quantity: (depths, T+1, elements)} its Monte Carlo standard error
+            (loss only; zeros elsewhere and for exact solves).
+        limit: {quantity: (T+1, elements)} the DMFT at L = ∞, or None when not solved.
+        limit_error: {quantity: (T+1, elements)} the extrapolation's error estimate (loss).
+        times: (T+1,) the time of each point. settings: the shared settings.
+        timings: seconds spent in each part ("simulate", "solve", "limit") and per point.
+        cached: how many points came from the cache.
+    """
+
+    widths: tuple
+    depths: tuple
+    seeds: int
+    quantities: tuple
+    values: dict
+    reference: dict
+    reference_error: dict
+    limit: dict | None
+    limit_error: dict | None
+    limit_depths: tuple
+    times: np.ndarray
+    settings: dict
+    timings: dict
+    cached: int = 0
+
+    # ----- deviations over time -----
+    def msd(self, quantity: str = "loss"):
+        """(widths, depths, T+1) ``E[(q_N − q_{∞,L})²]``, averaged over elements, and its
+        standard error over seeds."""
+        d = (self.values[quantity] - self.reference[quantity][None, :, None]) ** 2
+        per_seed = d.mean(axis=-1)  # (W, D, S, T+1)
+        return per_seed.mean(axis=2), per_seed.std(axis=2, ddof=1) / math.sqrt(self.seeds)
+
+    def bias(self, quantity: str = "loss", against: str = "depth"):
+        """(widths, depths, T+1) RMS over elements of ``E[q_{N,L}] − q_∞``, and the RMS of the
+        ensemble mean's standard error (the noise level of the first).
+
+        ``against="depth"``: q_∞ is the DMFT at the same depth; ``"limit"``: the DMFT at L = ∞.
+        """
+        mean, se = self._mean_se(quantity)
+        ref = self._ref(quantity, against)
+        return np.sqrt(np.mean((mean - ref) ** 2, axis=-1)), np.sqrt(np.mean(se**2, axis=-1))
+
+    def dmft_depth_error(self, quantity: str = "loss"):
+        """(depths, T+1) RMS over elements of ``q_{∞,L} − q_{∞,∞}``: the DMFT's own depth error."""
+        self._need_limit()
+        return np.sqrt(np.mean((self.reference[quantity] - self.limit[quantity]) ** 2, axis=-1))
+
+    def _mean_se(self, quantity):
+        v = self.values[quantity]
+        return v.mean(axis=2), v.std(axis=2, ddof=1) / math.sqrt(self.seeds)
+
+    def _ref(self, quantity, against):
+        if against == "depth":
+            return self.reference[quantity][None]
+        if against == "limit":
+            self._need_limit()
+            return self.limit[quantity][None, None]
+        raise ValueError(f"`against` must be 'depth' or 'limit', got {against!r}")
+
+    def _need_limit(self):
+        if self.limit is None:
+            raise ValueError("this study did not solve the L = ∞ limit (run it with limit=True)")
+
+    # ----- persistence -----
+    def save(self, path) -> None:
+        """Write the study to ``path`` (.npz), atomically; :func:`load_study` reads it back."""
+        arrays = {"times": self.times}
+        for q in self.quantities:
+            arrays[f"values/{q}"] = self.values[q]
+            arrays[f"reference/{q}"] = self.reference[q]
+            arrays[f"reference_error/{q}"] = self.reference_error[q]
+            if self.limit is not None:
+                arrays[f"limit/{q}"] = self.limit[q]
+                arrays[f"limit_error/{q}"] = self.limit_error[q]
+        meta = dict(
+            kind="ConvergenceStudy",
+            code_version=code_version(),
+            widths=list(self.widths),
+            depths=list(self.depths),
+            seeds=self.seeds,
+            quantities=list(self.quantities),
+            limit_depths=list(self.limit_depths),
+            settings=self.settings,
+            timings=self.timings,
+            cached=self.cached,
+        )
+        write_npz(path, arrays, meta)
+
+    def __repr__(self):
+        return (
+            f"ConvergenceStudy(widths={self.widths}, depths={self.depths}, seeds={self.seeds}, "
+            f"quantities={self.quantities}, steps={len(self.times) - 1}, "
+            f"limit={'solved' if self.limit is not None else 'not solved'}, "
+            f"cached points={self.cached})"
+        )
+
+
+def load_study(path) -> ConvergenceStudy:
+    """Read a study written by :meth:`ConvergenceStudy.save`."""
+    arrays, meta = read_npz(path)
+    if meta.get("kind") != "ConvergenceStudy":
+        raise ValueError(f"{path} holds {meta.get('kind')!r}, not a ConvergenceStudy")
+    qs = tuple(meta["quantities"])
+    has_limit = f"limit/{qs[0]}" in arrays
+    try:
+        return ConvergenceStudy(
+            widths=tuple(meta["widths"]),
+            depths=tuple(meta["depths"]),
+            seeds=int(meta["seeds"]),
+            quantities=qs,
+            values={q: arrays[f"values/{q}"] for q in qs},
+            reference={q: arrays[f"reference/{q}"] for q in qs},
+            reference_error={q: arrays[f"reference_error/{q}"] for q in qs},
+            limit={q: arrays[f"limit/{q}"] for q in qs} if has_limit else None,
+            limit_error={q: arrays[f"limit_error/{q}"] for q in qs} if has_limit else None,
+            limit_depths=tuple(meta["limit_depths"]),
+            times=arrays["times"],
+            settings=meta["settings"],
+            timings=meta["timings"],
+            cached=int(meta["cached"]),
+        )
+    except KeyError as err:
+        raise ValueError(f"{path} is missing {err}; it is not a complete study") from err
+
+
+# ----- running a study -----
+def _check_grid(name, values, minimum):
+    values = tuple(check_int(name, v, minimum=minimum) for v in np.atleast_1d(values).tolist())
+    if not values:
+        raise ValueError(f"`{name}` must list at least one value")
+    if len(set(values)) != len(values):
+        raise ValueError(f"`{name}` must not repeat values, got {values}")
+    return tuple(sorted(values))
+
+
+def convergence_study(
+    X,
+    y,
+    *,
+    widths,
+    depths,
+    seeds: int = 32,
+    quantities=DEFAULT_QUANTITIES,
+    limit: bool = True,
+    limit_depths=DEFAULT_DEPTHS,
+    solver_options: dict | None = None,
+    cache_dir=None,
+    progress: bool = False,
+    X_test=None,
+    y_test=None,
+    **settings,
+) -> ConvergenceStudy:
+    """Train networks over ``widths × depths`` and solve their DMFT limits; see the module doc.
+
+    Every point (one simulation, one DMFT solve) is cached in ``cache_dir`` under a hash of its
+    settings, the data and the library's code, so rerunning an interrupted study recomputes no
+    finished point.
+
+    Args:
+        X, y: training data (P, D), (P,).
+        widths: network widths N (at least two for a width fit).
+        depths: depths L (at least two for a depth fit).
+        seeds: networks per (N, L) (>= 2).
+        quantities: any of "loss", "ntk", "predictions", "kernels", "test_loss".
+        limit: also solve the DMFT at L = ∞ (``solve_dmft(depth=math.inf)``), the reference of
+            the depth fits.
+        limit_depths: the depth ladder of that solve.
+        solver_options: extra keywords for :func:`dmft.solve_dmft` only (``samples``,
+            ``replicas``, ``method``, ``tol``, ...).
+        cache_dir: folder of finished points (None: keep nothing).
+        progress: show a progress bar over points.
+        X_test, y_test: optional test set (for "test_loss").
+        **settings: keywords shared by :func:`dmft.simulate` and :func:`dmft.solve_dmft`
+            (``activation``, ``beta0``, ``gamma0``, ``eta0``, ``steps``, ``dynamics``, ``center``,
+            ...).
+
+    Returns:
+        :class:`ConvergenceStudy`.
+
+    Raises:
+        ValueError, TypeError: bad input, before any compilation.
+
+    Example:
+        >>> import numpy as np, dmft
+        >>> st = dmft.convergence_study(np.eye(2), np.array([1.0, -1.0]), widths=(16, 32),
+        ...     depths=(2,), seeds=2, steps=3, activation="linear", limit=False)
+        >>> st.msd("loss")[0].shape
+        (2, 1, 4)
+    """
+    X, y = check_data(X, y)
+    widths = _check_grid("widths", widths, 1)
+    depths = _check_grid("depths", depths, 1)
+    seeds = check_int("seeds", seeds, minimum=2)
+    quantities = tuple(quantities)
+    for q in quantities:
+        if q not in QUANTITIES:
+            raise ValueError(f"`quantities` entries must be in {QUANTITIES}, got {q!r}")
+    if not quantities:
+        raise ValueError("`quantities` must name at least one quantity")
+    if "test_loss" in quantities and X_test is None:
+        raise ValueError("quantity 'test_loss' needs `X_test` and `y_test`")
+    for k in _STUDY_ONLY:
+        if k in settings:
+            raise ValueError(f"`{k}` is set by the study itself; remove it from the settings")
+    solver_options = dict(solver_options or {})
+    for k in solver_options:
+        if k in settings or k in SIMULATOR_ONLY or k in ("depth", "X_test", "y_test"):
+            raise ValueError(
+                f"`solver_options` must not set {k!r}; put shared settings in **settings"
+            )
+    if limit:
+        limit_depths = check_depth_ladder(limit_depths)
+    if "steps" not in settings:
+        raise ValueError("`steps` is required")
+    test = {} if X_test is None else dict(X_test=X_test, y_test=y_test)
+    # validate every setting on the cheapest configuration before anything long runs
+    sim_settings = {k: v for k, v in settings.items() if k not in solver_options}
+    _validate(X, y, widths, depths, sim_settings, solver_options, test)
+
+    cache = Cache(cache_dir)
+    base = dict(
+        code=code_version(),
+        data=array_digest(X, y, *([] if X_test is None else [X_test, y_test])),
+        settings=settings,
+    )
+    timings = {"simulate": 0.0, "solve": 0.0, "limit": 0.0, "points": {}}
+    n_points = len(depths) * (1 + len(widths)) + int(limit)
+    bar = tqdm(total=n_points, disable=not progress, desc="convergence study")
+
+    def point(kind, extra, compute):
+        key = make_key({**base, "kind": kind, **extra})
+        hit = cache.get(key)
+        if hit is not None:
+            arrays, meta = hit
+            if tuple(meta.get("quantities", ())) == quantities:
+                bar.update(1)
+                return arrays, meta
+        bar.set_postfix_str(f"{kind} {extra}")
+        t0 = time.perf_counter()
+        arrays, meta = compute()
+        seconds = time.perf_counter() - t0
+        meta = {**meta, "seconds": seconds, "quantities": list(quantities), "point": extra}
+        cache.put(key, arrays, meta)
+        timings["points"][f"{kind} {json_key(extra)}"] = seconds
+        timings["solve" if kind == "solve" else kind] += seconds
+        bar.update(1)
+        return arrays, meta
+
+    def solve_at(L):
+        sol = solve_dmft(X, y, depth=L, **settings, **solver_options, **test, throw=False)
+        if sol.status != "ok":
+            raise RuntimeError(f"the DMFT solve at depth {L} failed: {sol.status}")
+        return _arrays(sol, quantities, L, error=True), {"times": np.asarray(sol.times).tolist()}
+
+    reference = {q: [] for q in quantities}
+    reference_error = {q: [] for q in quantities}
+    times = None
+    for L in depths:
+        arrays, meta = point("solve", {"depth": L, **solver_options}, lambda L=L: solve_at(L))
+        times = np.asarray(meta["times"])
+        for q in quantities:
+            reference[q].append(arrays[q])
+            reference_error[q].append(arrays[f"{q}/error"])
+
+    lim = lim_err = None
+    if limit:
+
+        def solve_limit():
+            sol = solve_dmft(
+                X,
+                y,
+                depth=math.inf,
+                depths=limit_depths,
+                **settings,
+                **solver_options,
+                **test,
+                throw=False,
+            )
+            if sol.status != "ok":
+                raise RuntimeError(f"the DMFT solve at L = ∞ failed: {sol.status}")
+            arrays = _arrays(sol, quantities, limit_depths[0], error=False)
+            for q in quantities:
+                err = np.zeros_like(arrays[q])
+                if q == "loss":
+                    err[..., 0] = np.asarray(sol.depth_error)
+                arrays[f"{q}/error"] = err
+            return arrays, {}
+
+        arrays, _ = point("limit", {"depths": list(limit_depths), **solver_options}, solve_limit)
+        lim = {q: arrays[q] for q in quantities}
+        lim_err = {q: arrays[f"{q}/error"] for q in quantities}
+
+    values = {q: np.empty((len(widths), len(depths)), dtype=object) for q in quantities}
+    for j, L in enumerate(depths):
+        for i, n in enumerate(widths):
+
+            def run(n=n, L=L):
+                res = simulate(
+                    X, y, width=n, depth=L, seeds=seeds, **sim_settings, **test, throw=False
+                )
+                if res.diverged:
+                    raise RuntimeError(f"networks at N = {n}, L = {L}: {res.status}")
+                return _arrays(res, quantities, L, error=False), {}
+
+            arrays, _ = point("simulate", {"width": n, "depth": L, "seeds": seeds}, run)
+            for q in quantities:
+                values[q][i, j] = arrays[q]
+    bar.close()
+    return ConvergenceStudy(
+        widths=widths,
+        depths=depths,
+        seeds=seeds,
+        quantities=quantities,
+        values={q: np.stack([np.stack(list(row)) for row in values[q]]) for q in quantities},
+        reference={q: np.stack(reference[q]) for q in quantities},
+        reference_error={q: np.stack(reference_error[q]) for q in quantities},
+        limit=lim,
+        limit_error=lim_err,
+        limit_depths=tuple(limit_depths) if limit else (),
+        times=times,
+        settings={k: _jsonable(v) for k, v in settings.items()},
+        timings=timings,
+        cached=cache.hits,
+    )
+
+
+def json_key(extra: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in extra.items())
+
+
+def _jsonable(v):
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def _arrays(result, quantities, depth, *, error):
+    out = {}
+    for q in quantities:
+        out[q] = extract(result, q, depth)
+        if error:
+            err = np.zeros_like(out[q])
+            if q in ("loss", "test_loss"):
+                e = getattr(result, f"{q}_error", None)
+                if e is not None:
+                    err[..., 0] = np.asarray(e)
+            out[f"{q}/error"] = err
+    return out
+
+
+def _validate(X, y, widths, depths, sim_settings, solver_options, test):
+    """Run both entry points' argument checks on the smallest grid point; nothing is compiled."""
+    with checking_only():
+        simulate(X, y, width=widths[0], depth=depths[0], seeds=2, **sim_settings, **test)
+        solve_dmft(X, y, depth=depths[0], **sim_settings, **solver_options, **test)
+
+
+# ----- fits -----
+def _time_summary(x, time):
+    """Reduce the last (time) axis: "mean" over t = 1 … T, "final", or one step index."""
+    if time == "mean":
+        return x[..., 1:].mean(axis=-1)
+    if time == "final":
+        return x[..., -1]
+    if isinstance(time, (int, np.integer)):
+        return x[..., int(time)]
+    raise ValueError(f"`time` must be 'mean', 'final' or a step index, got {time!r}")
+
+
+def _boot_weights(rng, n_boot, seeds):
+    """(n_boot, seeds) resampling weights that average a bootstrap sample of the seeds."""
+    idx = rng.integers(0, seeds, size=(n_boot, seeds))
+    w = np.zeros((n_boot, seeds))
+    np.add.at(w, (np.arange(n_boot)[:, None], idx), 1.0 / seeds)
+    return w
+
+
+def _pooled_slope(x, y):
+    """Least-squares slope of y (n, groups[, boot]) on x (n,) with one intercept per group."""
+    xc = x - x.mean()
+    yc = y - y.mean(axis=0, keepdims=True)
+    slope = np.tensordot(xc, yc, axes=(0, 0)).sum(axis=0) / (xc @ xc * y.shape[1])
+    intercepts = y.mean(axis=0) - slope * x.mean()
+    return slope, intercepts
+
+
+def fit_width_rate(
+    study: ConvergenceStudy,
+    quantity: str = "loss",
+    *,
+    depths=None,
+    min_width: int = 1,
+    time="mean",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> RateFit:
+    """Exponent of ``E[(q_N − q_{∞,L})²]`` in N (theory −1), shared by the chosen depths.
+
+    The per-seed squared deviation (averaged over elements and over ``time``) is averaged over
+    seeds in each cell; ``log msd = c_L + p log N`` is fitted by least squares with one
+    intercept per depth. The 95% interval resamples the seeds of every cell (bootstrap).
+    """
+    rows = [i for i, n in enumerate(study.widths) if n >= min_width]
+    cols = [j for j, L in enumerate(study.depths) if depths is None or L in depths]
+    if len(rows) < 2 or not cols:
+        raise ValueError("a width fit needs at least two widths >= `min_width` and one depth")
+    d = (study.values[quantity] - study.reference[quantity][None, :, None]) ** 2
+    per_seed = _time_summary(d.mean(axis=-1), time)[np.ix_(rows, cols)]  # (W, D, S)
+    x = np.log(np.asarray(study.widths, float)[rows])
+    msd = per_seed.mean(axis=-1)
+    slope, icpt = _pooled_slope(x, np.log(msd))
+    w = _boot_weights(np.random.default_rng(seed), n_boot, study.seeds)
+    rng = np.random.default_rng(seed + 1)  # cells resample their seeds independently
+    boot = np.empty(per_seed.shape[:2] + (n_boot,))
+    for i in range(boot.shape[0]):
+        for j in range(boot.shape[1]):
+            boot[i, j] = w[rng.permutation(n_boot)] @ per_seed[i, j]
+    bslope, _ = _pooled_slope(x, np.log(boot))
+    lo, hi = np.percentile(bslope, [2.5, 97.5])
+    se = per_seed.std(axis=-1, ddof=1) / math.sqrt(study.seeds)
+    return RateFit(
+        float(slope),
+        (float(lo), float(hi)),
+        -1.0,
+        np.exp(x),
+        msd,
+        se,
+        icpt,
+        quantity,
+        "width",
+    )
+
+
+def _sq_bias_boot(v, ref, time, w):
+    """Noise-corrected squared bias, averaged over elements and ``time``: point value and
+    bootstrap replicates. v: (S, T+1, E); ref: (T+1, E); w: (B, S) or None."""
+    S = v.shape[0]
+
+    def est(mean, second):
+        var_of_mean = np.maximum(second - mean**2, 0.0) / (S - 1)  # unbiased var / S
+        sq = (mean - ref) ** 2 - var_of_mean
+        return _time_summary(sq.mean(axis=-1), time)
+
+    mean = v.mean(axis=0)
+    point = est(mean, (v**2).mean(axis=0))
+    if w is None:
+        return point, None
+    flat = v.reshape(S, -1)
+    bm = (w @ flat).reshape(w.shape[0], *v.shape[1:])
+    b2 = (w @ flat**2).reshape(w.shape[0], *v.shape[1:])
+    return point, est(bm, b2)
+
+
+def fit_depth_rate(
+    study: ConvergenceStudy,
+    quantity: str = "loss",
+    *,
+    width=None,
+    dmft: bool = False,
+    min_depth: int = 1,
+    time="mean",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> RateFit:
+    """Exponent in L of ``|E[q_{N,L}] − q_{∞,∞}|`` at one width (default: the largest), or of
+    the DMFT's own ``|q_{∞,L} − q_{∞,∞}|`` with ``dmft=True``; theory −1 for both.
+
+    The deviation is the RMS over elements and over ``time`` of the mean's offset, with the
+    ensemble's sampling variance subtracted (so noise does not masquerade as bias). The 95%
+    interval resamples seeds (bootstrap); for the deterministic DMFT it is the regression's.
+    """
+    study._need_limit()
+    cols = [j for j, L in enumerate(study.depths) if L >= min_depth]
+    if len(cols) < 2:
+        raise ValueError("a depth fit needs at least two depths >= `min_depth`")
+    x = np.log(np.asarray(study.depths, float)[cols])
+    ref = study.limit[quantity]
+    if dmft:
+        dev = (study.reference[quantity][cols] - ref[None]) ** 2
+        y = 0.5 * np.log(_time_summary(dev.mean(axis=-1), time))
+        res = stats.linregress(x, y)
+        half = stats.t.ppf(0.975, len(x) - 2) * res.stderr if len(x) > 2 else np.inf
+        return RateFit(
+            float(res.slope),
+            (float(res.slope - half), float(res.slope + half)),
+            -1.0,
+            np.exp(x),
+            np.exp(y)[:, None],
+            np.zeros((len(x), 1)),
+            np.array([res.intercept]),
+            quantity,
+            "dmft-depth",
+        )
+    i = len(study.widths) - 1 if width is None else study.widths.index(width)
+    w = _boot_weights(np.random.default_rng(seed), n_boot, study.seeds)
+    rng = np.random.default_rng(seed + 1)
+    point, boot = [], []
+    for j in cols:
+        p, b = _sq_bias_boot(study.values[quantity][i, j], ref, time, w[rng.permutation(n_boot)])
+        point.append(p)
+        boot.append(b)
+    point, boot = np.array(point), np.array(boot)  # (D,), (D, B)
+    if np.any(point <= 0):
+        raise ValueError(
+            f"the bias of {quantity!r} at N = {study.widths[i]} is below the ensemble's noise at "
+            f"some depth; run more `seeds` or use a smaller `min_depth`"
+        )
+    y = 0.5 * np.log(point)
+    slope, icpt = _pooled_slope(x, y[:, None])
+    bslope, _ = _pooled_slope(x, 0.5 * np.log(np.maximum(boot, 1e-300))[:, None, :])
+    lo, hi = np.percentile(bslope, [2.5, 97.5])
+    spread = np.std(0.5 * np.log(np.maximum(boot, 1e-300)), axis=1)
+    return RateFit(
+        float(slope),
+        (float(lo), float(hi)),
+        -1.0,
+        np.exp(x),
+        np.exp(y)[:, None],
+        (np.exp(y) * spread)[:, None],
+        icpt,
+        quantity,
+        "depth",
+    )
+
+
+def fit_joint(
+    study: ConvergenceStudy, quantity: str = "loss", *, time="final", min_width: int = 1
+) -> JointFit:
+    """Fit ``E[q_{N,L}] − q_{∞,∞} = a/N + b/L`` for every element (and time, if ``time`` is
+    "all") by least squares weighted by the ensemble mean's standard error (plus the L = ∞
+    solve's error estimate), and report how well it explains the grid."""
+    study._need_limit()
+    rows = [i for i, n in enumerate(study.widths) if n >= min_width]
+    mean, se = study._mean_se(quantity)  # (W, D, T+1, E)
+    ref = study.limit[quantity]
+    err = study.limit_error[quantity]
+    pick = (
+        (lambda a: a) if time == "all" else (lambda a: _time_summary(np.moveaxis(a, -2, -1), time))
+    )
+    d = pick(mean[rows] - ref[None, None])  # (W, D, E) or (W, D, T+1, E)
+    s = np.sqrt(pick(se[rows]) ** 2 + pick(np.broadcast_to(err, mean.shape)[rows]) ** 2)
+    s = np.maximum(s, 1e-12 * np.max(np.abs(d)) + 1e-300)
+    W, D = d.shape[:2]
+    inv_n = 1.0 / np.asarray(study.widths, float)[rows]
+    inv_l = 1.0 / np.asarray(study.depths, float)
+    design = np.stack(np.broadcast_arrays(inv_n[:, None], inv_l[None, :]), axis=-1).reshape(
+        W * D, 2
+    )
+    y = d.reshape(W * D, -1)
+    sw = s.reshape(W * D, -1)
+    coef = np.empty((2, y.shape[1]))
+    for e in range(y.shape[1]):  # weighted least squares, one element at a time
+        a = design / sw[:, e : e + 1]
+        coef[:, e] = np.linalg.lstsq(a, y[:, e] / sw[:, e], rcond=None)[0]
+    model = design @ coef
+    z = (y - model) / sw
+    chi2 = float(np.sum(z**2))
+    dof = int(z.size - coef.size)
+    shape = d.shape[2:]
+    return JointFit(
+        a=coef[0].reshape(shape),
+        b=coef[1].reshape(shape),
+        residuals=np.sqrt(np.mean(z**2, axis=1)).reshape(W, D),
+        chi2=chi2,
+        dof=dof,
+        p_value=float(stats.chi2.sf(chi2, dof)) if dof > 0 else float("nan"),
+        observed=np.sqrt(np.mean(y**2, axis=1)).reshape(W, D),
+        model=np.sqrt(np.mean(model**2, axis=1)).reshape(W, D),
+        noise=np.sqrt(np.mean(sw**2, axis=1)).reshape(W, D),
+        quantity=quantity,
+        widths=tuple(np.asarray(study.widths)[rows].tolist()),
+        depths=study.depths,
+    )
+
+
+def summarize(study: ConvergenceStudy, *, time="mean") -> str:
+    """A plain-text table of every fit for every quantity of the study."""
+    lines = [repr(study)]
+
+    def attempt(fn):
+        try:
+            return str(fn())
+        except ValueError as err:
+            return f"n/a ({err})"
+
+    for q in study.quantities:
+        lines.append(f"[{q}]")
+        if len(study.widths) >= 2:
+            lines.append("  " + attempt(lambda q=q: fit_width_rate(study, q, time=time)))
+        if study.limit is not None and len(study.depths) >= 2:
+            lines.append(
+                "  "
+                + attempt(lambda q=q: fit_depth_rate(study, q, time=time))
+                + f" at N = {study.widths[-1]}"
+            )
+            lines.append("  " + attempt(lambda q=q: fit_depth_rate(study, q, dmft=True, time=time)))
+            if len(study.widths) * len(study.depths) > 2:
+                lines.append("  " + attempt(lambda q=q: fit_joint(study, q)))
+    t = study.timings
+    lines.append(
+        f"time: simulate {t['simulate']:.1f} s, DMFT {t['solve']:.1f} s, L = ∞ {t['limit']:.1f} s "
+        f"(cached points: {study.cached})"
+    )
+    return "\n".join(lines)
