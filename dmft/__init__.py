@@ -17,7 +17,13 @@ from dmft.convergence import (
 from dmft.coord_check import CoordCheck, coord_check
 from dmft.errors import ConvergenceError, DivergenceError
 from dmft.lazy import LazyKernels, gaussian_expectations, lazy_errors, lazy_kernels
-from dmft.plot import plot_convergence, plot_coord_check, plot_loss, save_figure
+from dmft.plot import (
+    plot_convergence,
+    plot_coord_check,
+    plot_joint_fit,
+    plot_loss,
+    save_figure,
+)
 from dmft.results import SimulationResult, Solution
 from dmft.schedule import batch_schedule
 from dmft.simulate import estimate_memory, simulate
@@ -53,6 +59,7 @@ __all__ = [
     "load_study",
     "plot_convergence",
     "plot_coord_check",
+    "plot_joint_fit",
     "plot_loss",
     "save_figure",
     "simulate",

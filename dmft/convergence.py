@@ -39,6 +39,12 @@ KERNEL_DEPTH_FRACTIONS = (0.0, 0.5, 1.0)
 _STUDY_ONLY = ("width", "depth", "seeds", "progress", "throw", "X_test", "y_test")
 
 
+def cell_seed(seed: int, width: int, depth: int) -> int:
+    """The seed of the networks at (N, L): an independent stream per cell (NumPy's
+    SeedSequence), so no two cells share an initialisation."""
+    return int(np.random.SeedSequence([seed, width, depth]).generate_state(1)[0] >> 1)
+
+
 def _layers(depth: int) -> list[int]:
     """0-based layer indices of the kernel depth fractions at depth L (ℓ − 1 = τL, rounded)."""
     return [int(round(f * depth)) for f in KERNEL_DEPTH_FRACTIONS]
@@ -82,6 +88,7 @@ class RateFit:
             per group (depth for a width fit). yerr: same shape, their standard errors.
         intercepts: (groups,) log c per group.
         quantity, kind: what was fitted ("width", "depth", "dmft-depth").
+        correction: d of the next-order term ``d/x`` in the log (0 when not fitted).
     """
 
     exponent: float
@@ -93,6 +100,12 @@ class RateFit:
     intercepts: np.ndarray
     quantity: str
     kind: str
+    correction: float = 0.0
+
+    def curve(self, x, group: int = 0):
+        """The fitted law at ``x``: ``exp(c + p log x + d/x)`` (d = 0 without a correction)."""
+        x = np.asarray(x, float)
+        return np.exp(self.intercepts[group] + self.exponent * np.log(x) + self.correction / x)
 
     @property
     def consistent(self) -> bool:
@@ -109,10 +122,12 @@ class RateFit:
 
 @dataclasses.dataclass(frozen=True)
 class JointFit:
-    """``E[q_{N,L}] − q_{∞,∞} ≈ a/N + b/L``, fitted per element by weighted least squares.
+    """``E[q_{N,L}] − q_{∞,∞} ≈ a/N + b/L`` (or another sum of ``terms``), fitted per element
+    by weighted least squares.
 
     Attributes:
-        a, b: (T+1, elements) coefficients (``c`` too when the model has a constant).
+        a, b: (elements,) or (T+1, elements) coefficients of 1/N and 1/L.
+        terms, coefficients: the model's terms and {term: coefficients}.
         rms_a, rms_b: RMS over elements of a and b (the sizes of the two effects).
         residuals: (widths, depths) RMS over elements of the standardized residuals
             ``(observed − model)/standard error``; about 1 where the model explains the grid.
@@ -135,6 +150,8 @@ class JointFit:
     quantity: str
     widths: tuple
     depths: tuple
+    terms: tuple = ("1/N", "1/L")
+    coefficients: dict = dataclasses.field(default_factory=dict)
 
     @property
     def rms_a(self) -> float:
@@ -145,8 +162,11 @@ class JointFit:
         return float(np.sqrt(np.mean(self.b**2)))
 
     def __str__(self):
+        coefs = ", ".join(
+            f"RMS[{t}] = {np.sqrt(np.mean(c**2)):.3g}" for t, c in self.coefficients.items()
+        )
         return (
-            f"joint fit of {self.quantity}: RMS a = {self.rms_a:.3g}, RMS b = {self.rms_b:.3g}, "
+            f"joint fit of {self.quantity} by {' + '.join(self.terms)}: {coefs}, "
             f"chi2/dof = {self.chi2:.1f}/{self.dof} = {self.chi2 / max(self.dof, 1):.2f}, "
             f"largest |standardized residual| (RMS per cell) = {np.max(self.residuals):.2f}"
         )
@@ -305,6 +325,7 @@ def convergence_study(
     widths,
     depths,
     seeds: int = 32,
+    seed: int = 0,
     quantities=DEFAULT_QUANTITIES,
     limit: bool = True,
     limit_depths=DEFAULT_DEPTHS,
@@ -326,6 +347,9 @@ def convergence_study(
         widths: network widths N (at least two for a width fit).
         depths: depths L (at least two for a depth fit).
         seeds: networks per (N, L) (>= 2).
+        seed: the study's seed. Every (N, L) gets its own independent stream of networks
+            (derived from ``seed``, N and L), so the cells' errors are independent, as the
+            fits' intervals and the joint fit's χ² assume.
         quantities: any of "loss", "ntk", "predictions", "kernels", "test_loss".
         limit: also solve the DMFT at L = ∞ (``solve_dmft(depth=math.inf)``), the reference of
             the depth fits.
@@ -356,6 +380,7 @@ def convergence_study(
     widths = _check_grid("widths", widths, 1)
     depths = _check_grid("depths", depths, 1)
     seeds = check_int("seeds", seeds, minimum=2)
+    seed = check_int("seed", seed, minimum=0)
     quantities = tuple(quantities)
     for q in quantities:
         if q not in QUANTITIES:
@@ -461,13 +486,22 @@ def convergence_study(
 
             def run(n=n, L=L):
                 res = simulate(
-                    X, y, width=n, depth=L, seeds=seeds, **sim_settings, **test, throw=False
+                    X,
+                    y,
+                    width=n,
+                    depth=L,
+                    seeds=seeds,
+                    seed=cell_seed(seed, n, L),
+                    **sim_settings,
+                    **test,
+                    throw=False,
                 )
                 if res.diverged:
                     raise RuntimeError(f"networks at N = {n}, L = {L}: {res.status}")
                 return _arrays(res, quantities, L, error=False), {}
 
-            arrays, _ = point("simulate", {"width": n, "depth": L, "seeds": seeds}, run)
+            extra = {"width": n, "depth": L, "seeds": seeds, "seed": cell_seed(seed, n, L)}
+            arrays, _ = point("simulate", extra, run)
             for q in quantities:
                 values[q][i, j] = arrays[q]
     bar.close()
@@ -619,6 +653,16 @@ def _sq_bias_boot(v, ref, time, w):
     return point, est(bm, b2)
 
 
+def _depth_fit(x, y, correction):
+    """Fit y = c + p·x (+ d·e^{−x} with ``correction``) for x = log L; y is (n,) or (n, B).
+    Returns p, c, d (each scalar or (B,)) and the residual degrees of freedom."""
+    cols = [np.ones_like(x), x] + ([np.exp(-x)] if correction else [])
+    design = np.stack(cols, axis=1)
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    d = coef[2] if correction else np.zeros_like(coef[0])
+    return coef[1], coef[0], d, len(x) - design.shape[1], design
+
+
 def fit_depth_rate(
     study: ConvergenceStudy,
     quantity: str = "loss",
@@ -626,6 +670,7 @@ def fit_depth_rate(
     width=None,
     dmft: bool = False,
     min_depth: int = 1,
+    correction: bool = False,
     time="mean",
     n_boot: int = 2000,
     seed: int = 0,
@@ -634,38 +679,48 @@ def fit_depth_rate(
     the DMFT's own ``|q_{∞,L} − q_{∞,∞}|`` with ``dmft=True``; theory −1 for both.
 
     The deviation is the RMS over elements and over ``time`` of the mean's offset, with the
-    ensemble's sampling variance subtracted (so noise does not masquerade as bias). The 95%
-    interval resamples seeds (bootstrap); for the deterministic DMFT it is the regression's.
+    ensemble's sampling variance subtracted (so noise does not masquerade as bias). The fit is
+    ``log|Δ| = c + p log L``, or with ``correction=True`` ``c + p log L + d/L``: the next order
+    of ``Δ = b L^p (1 + d/L + …)``, so that p is the asymptotic exponent even where shallow
+    depths are not yet in the ``1/L`` regime (otherwise raise ``min_depth``). The 95% interval
+    resamples seeds (bootstrap), so it covers the ensemble's noise, not a misfit of the law; for
+    the deterministic DMFT it is the regression's (which does reflect the misfit).
     """
     study._need_limit()
     cols = [j for j, L in enumerate(study.depths) if L >= min_depth]
-    if len(cols) < 2:
-        raise ValueError("a depth fit needs at least two depths >= `min_depth`")
+    if len(cols) < 2 + int(correction):
+        raise ValueError(f"a depth fit needs at least {2 + int(correction)} depths >= `min_depth`")
     x = np.log(np.asarray(study.depths, float)[cols])
     ref = study.limit[quantity]
     if dmft:
         dev = (study.reference[quantity][cols] - ref[None]) ** 2
         y = 0.5 * np.log(_time_summary(dev.mean(axis=-1), time))
-        res = stats.linregress(x, y)
-        half = stats.t.ppf(0.975, len(x) - 2) * res.stderr if len(x) > 2 else np.inf
+        p, c, d, dof, design = _depth_fit(x, y, correction)
+        if dof > 0:
+            resid = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+            cov = np.linalg.inv(design.T @ design) * (resid @ resid) / dof
+            half = stats.t.ppf(0.975, dof) * math.sqrt(cov[1, 1])
+        else:
+            half = np.inf
         return RateFit(
-            float(res.slope),
-            (float(res.slope - half), float(res.slope + half)),
+            float(p),
+            (float(p - half), float(p + half)),
             -1.0,
             np.exp(x),
             np.exp(y)[:, None],
             np.zeros((len(x), 1)),
-            np.array([res.intercept]),
+            np.array([c]),
             quantity,
             "dmft-depth",
+            float(d),
         )
     i = len(study.widths) - 1 if width is None else study.widths.index(width)
     w = _boot_weights(np.random.default_rng(seed), n_boot, study.seeds)
     rng = np.random.default_rng(seed + 1)
     point, boot = [], []
     for j in cols:
-        p, b = _sq_bias_boot(study.values[quantity][i, j], ref, time, w[rng.permutation(n_boot)])
-        point.append(p)
+        pt, b = _sq_bias_boot(study.values[quantity][i, j], ref, time, w[rng.permutation(n_boot)])
+        point.append(pt)
         boot.append(b)
     point, boot = np.array(point), np.array(boot)  # (D,), (D, B)
     if np.any(point <= 0):
@@ -674,49 +729,80 @@ def fit_depth_rate(
             f"some depth; run more `seeds` or use a smaller `min_depth`"
         )
     y = 0.5 * np.log(point)
-    slope, icpt = _pooled_slope(x, y[:, None])
-    bslope, _ = _pooled_slope(x, 0.5 * np.log(np.maximum(boot, 1e-300))[:, None, :])
-    lo, hi = np.percentile(bslope, [2.5, 97.5])
-    spread = np.std(0.5 * np.log(np.maximum(boot, 1e-300)), axis=1)
+    p, c, d, _, _ = _depth_fit(x, y, correction)
+    # A replicate whose bias at some depth is not above its noise has no finite exponent: the
+    # data cannot exclude a bias of zero there, i.e. an exponent of −∞ (deep) or +∞ (shallow).
+    valid = boot > 0
+    logb = 0.5 * np.log(np.where(valid, boot, 1.0))
+    bp = _depth_fit(x, logb, correction)[0]
+    deep = np.arange(len(cols))[:, None] >= len(cols) / 2
+    bp = np.where((~valid & deep).any(axis=0), -np.inf, bp)
+    bp = np.where((~valid & ~deep).any(axis=0), np.inf, bp)
+    lo, hi = np.percentile(bp, [2.5, 97.5], method="inverted_cdf")
     return RateFit(
-        float(slope),
+        float(p),
         (float(lo), float(hi)),
         -1.0,
         np.exp(x),
         np.exp(y)[:, None],
-        (np.exp(y) * spread)[:, None],
-        icpt,
+        (np.exp(y) * np.nanstd(np.where(valid, logb, np.nan), axis=1))[:, None],
+        np.array([c]),
         quantity,
         "depth",
+        float(d),
     )
+
+
+JOINT_TERMS = {
+    "1/N": lambda n, L: 1.0 / n,
+    "1/L": lambda n, L: 1.0 / L,
+    "1/N^2": lambda n, L: 1.0 / n**2,
+    "1/L^2": lambda n, L: 1.0 / L**2,
+    "1/(NL)": lambda n, L: 1.0 / (n * L),
+}
 
 
 def fit_joint(
-    study: ConvergenceStudy, quantity: str = "loss", *, time="final", min_width: int = 1
+    study: ConvergenceStudy,
+    quantity: str = "loss",
+    *,
+    time="mean",
+    terms=("1/N", "1/L"),
+    min_width: int = 1,
+    min_depth: int = 1,
 ) -> JointFit:
-    """Fit ``E[q_{N,L}] − q_{∞,∞} = a/N + b/L`` for every element (and time, if ``time`` is
-    "all") by least squares weighted by the ensemble mean's standard error (plus the L = ∞
-    solve's error estimate), and report how well it explains the grid."""
+    """Fit ``E[q_{N,L}] − q_{∞,∞} = a/N + b/L`` (or the sum of ``terms``, any of
+    ``JOINT_TERMS``) for every element (and time, if ``time`` is "all") by least squares
+    weighted by the ensemble mean's standard error (plus the L = ∞ solve's error estimate),
+    and report how well it explains the grid."""
     study._need_limit()
+    for t in terms:
+        if t not in JOINT_TERMS:
+            raise ValueError(f"`terms` entries must be in {tuple(JOINT_TERMS)}, got {t!r}")
     rows = [i for i, n in enumerate(study.widths) if n >= min_width]
+    cols = [j for j, L in enumerate(study.depths) if L >= min_depth]
+    if len(rows) * len(cols) <= len(terms):
+        raise ValueError("the joint fit needs more grid points than terms")
     mean, se = study._mean_se(quantity)  # (W, D, T+1, E)
     ref = study.limit[quantity]
-    err = study.limit_error[quantity]
-    pick = (
-        (lambda a: a) if time == "all" else (lambda a: _time_summary(np.moveaxis(a, -2, -1), time))
-    )
-    d = pick(mean[rows] - ref[None, None])  # (W, D, E) or (W, D, T+1, E)
-    s = np.sqrt(pick(se[rows]) ** 2 + pick(np.broadcast_to(err, mean.shape)[rows]) ** 2)
+    err = np.broadcast_to(study.limit_error[quantity], mean.shape)
+
+    def pick(a):
+        a = a[np.ix_(rows, cols)]
+        return a if time == "all" else _time_summary(np.moveaxis(a, -2, -1), time)
+
+    d = pick(mean - ref[None, None])  # (W, D, E) or (W, D, T+1, E)
+    s = np.sqrt(pick(se) ** 2 + pick(err) ** 2)
     s = np.maximum(s, 1e-12 * np.max(np.abs(d)) + 1e-300)
     W, D = d.shape[:2]
-    inv_n = 1.0 / np.asarray(study.widths, float)[rows]
-    inv_l = 1.0 / np.asarray(study.depths, float)
-    design = np.stack(np.broadcast_arrays(inv_n[:, None], inv_l[None, :]), axis=-1).reshape(
-        W * D, 2
-    )
+    n = np.asarray(study.widths, float)[rows][:, None]
+    L = np.asarray(study.depths, float)[cols][None, :]
+    design = np.stack(
+        [np.broadcast_to(JOINT_TERMS[t](n, L), (W, D)) for t in terms], axis=-1
+    ).reshape(W * D, len(terms))
     y = d.reshape(W * D, -1)
     sw = s.reshape(W * D, -1)
-    coef = np.empty((2, y.shape[1]))
+    coef = np.empty((len(terms), y.shape[1]))
     for e in range(y.shape[1]):  # weighted least squares, one element at a time
         a = design / sw[:, e : e + 1]
         coef[:, e] = np.linalg.lstsq(a, y[:, e] / sw[:, e], rcond=None)[0]
@@ -725,9 +811,11 @@ def fit_joint(
     chi2 = float(np.sum(z**2))
     dof = int(z.size - coef.size)
     shape = d.shape[2:]
+    coefficients = {t: coef[k].reshape(shape) for k, t in enumerate(terms)}
+    zero = np.zeros(shape)
     return JointFit(
-        a=coef[0].reshape(shape),
-        b=coef[1].reshape(shape),
+        a=coefficients.get("1/N", zero),
+        b=coefficients.get("1/L", zero),
         residuals=np.sqrt(np.mean(z**2, axis=1)).reshape(W, D),
         chi2=chi2,
         dof=dof,
@@ -737,7 +825,9 @@ def fit_joint(
         noise=np.sqrt(np.mean(sw**2, axis=1)).reshape(W, D),
         quantity=quantity,
         widths=tuple(np.asarray(study.widths)[rows].tolist()),
-        depths=study.depths,
+        depths=tuple(np.asarray(study.depths)[cols].tolist()),
+        terms=tuple(terms),
+        coefficients=coefficients,
     )
 
 
@@ -756,14 +846,25 @@ def summarize(study: ConvergenceStudy, *, time="mean") -> str:
         if len(study.widths) >= 2:
             lines.append("  " + attempt(lambda q=q: fit_width_rate(study, q, time=time)))
         if study.limit is not None and len(study.depths) >= 2:
-            lines.append(
-                "  "
-                + attempt(lambda q=q: fit_depth_rate(study, q, time=time))
-                + f" at N = {study.widths[-1]}"
-            )
-            lines.append("  " + attempt(lambda q=q: fit_depth_rate(study, q, dmft=True, time=time)))
-            if len(study.widths) * len(study.depths) > 2:
-                lines.append("  " + attempt(lambda q=q: fit_joint(study, q)))
+            variants = [{}] + ([{"correction": True}] if len(study.depths) >= 3 else [])
+            for kw in variants:
+                note = ", with a 1/L correction" if kw else ""
+                lines.append(
+                    "  "
+                    + attempt(lambda q=q, kw=kw: fit_depth_rate(study, q, time=time, **kw))
+                    + f" at N = {study.widths[-1]}{note}"
+                )
+                lines.append(
+                    "  "
+                    + attempt(
+                        lambda q=q, kw=kw: fit_depth_rate(study, q, dmft=True, time=time, **kw)
+                    )
+                    + note
+                )
+            for terms in (("1/N", "1/L"), ("1/N", "1/L", "1/L^2")):
+                lines.append(
+                    "  " + attempt(lambda q=q, t=terms: fit_joint(study, q, time=time, terms=t))
+                )
     t = study.timings
     lines.append(
         f"time: simulate {t['simulate']:.1f} s, DMFT {t['solve']:.1f} s, L = ∞ {t['limit']:.1f} s "

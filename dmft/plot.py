@@ -79,19 +79,32 @@ def plot_coord_check(cc, *, axes=None):
     return fig, axes
 
 
-def plot_convergence(study, quantity="loss", *, time="mean", width=None, axes=None):
+def plot_convergence(
+    study,
+    quantity="loss",
+    *,
+    time="mean",
+    width=None,
+    min_depth=1,
+    correction=False,
+    joint_terms=("1/N", "1/L"),
+    axes=None,
+):
     """Three log–log panels of a :class:`dmft.ConvergenceStudy` for one quantity.
 
     1. Width: ``E[(q_N − q_{∞,L})²]`` against N, one colour per depth, with the fitted common
        exponent (solid) and the theory slope −1 (dashed).
     2. Depth: ``|E[q_{N,L}] − q_{∞,∞}|`` against L at one width (default the largest) and the
-       DMFT's own ``|q_{∞,L} − q_{∞,∞}|``, with fits and the slope −1 (needs the L = ∞ solve).
-    3. Joint: ``|E[q_{N,L}] − q_{∞,∞}|`` (RMS over elements, at ``time``; "mean" uses the final
-       step here) against N per depth, with the fitted ``a/N + b/L`` model as lines.
+       DMFT's own ``|q_{∞,L} − q_{∞,∞}|``, with fits (over L >= ``min_depth``, with the
+       next-order term if ``correction``) and the slope −1 (needs the L = ∞ solve).
+    3. Joint: ``|E[q_{N,L}] − q_{∞,∞}|`` (RMS over elements) against N per depth, with the
+       fitted model (``joint_terms``, over L >= ``min_depth``) as lines.
+
+    Every deviation is summarised over time by ``time`` ("mean", "final" or a step).
 
     Returns the figure and the axes.
     """
-    from dmft.convergence import fit_depth_rate, fit_joint, fit_width_rate
+    from dmft.convergence import _time_summary, fit_depth_rate, fit_width_rate
 
     has_limit = study.limit is not None and len(study.depths) >= 2
     fig, axes = _axes(axes, ncols=3 if has_limit else 1)
@@ -117,18 +130,23 @@ def plot_convergence(study, quantity="loss", *, time="mean", width=None, axes=No
         return fig, axes
 
     ax = axes[1]
-    L = np.asarray(study.depths, float)
     wi = len(study.widths) - 1 if width is None else study.widths.index(width)
-    for f, label, marker in (
-        (
-            fit_depth_rate(study, quantity, width=study.widths[wi], time=time),
-            f"N = {study.widths[wi]}",
-            "o",
-        ),
-        (fit_depth_rate(study, quantity, dmft=True, time=time), "DMFT, N = ∞", "s"),
+    kw = dict(time=time, min_depth=min_depth, correction=correction)
+    for label, marker, fit_kw in (
+        (f"N = {study.widths[wi]}", "o", dict(width=study.widths[wi])),
+        ("DMFT, N = ∞", "s", dict(dmft=True)),
     ):
+        try:
+            f = fit_depth_rate(study, quantity, **fit_kw, **kw)
+        except ValueError:  # bias not above the ensemble's noise: show the data, fit nothing
+            bias, _ = study.bias(quantity, against="limit")
+            L = np.asarray(study.depths, float)
+            y = _time_summary(bias[wi], time)
+            ax.plot(L, y, marker, label=f"{label}: bias not above noise, no fit")
+            continue
+        L = np.asarray(f.x, float)
         (line,) = ax.plot(L, f.y[:, 0], marker, label=f"{label}: slope {f.exponent:+.2f}")
-        ax.plot(L, np.exp(f.intercepts[0]) * L**f.exponent, "-", color=line.get_color(), lw=1)
+        ax.plot(L, f.curve(L), "-", color=line.get_color(), lw=1)
         ax.plot(L, f.y[0, 0] * (L / L[0]) ** -1.0, "--", color=line.get_color(), lw=0.8, alpha=0.6)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -137,19 +155,36 @@ def plot_convergence(study, quantity="loss", *, time="mean", width=None, axes=No
     ax.set_title("depth (dashed: −1)", fontsize=9)
     ax.legend(frameon=False, fontsize=7)
 
-    ax = axes[2]
-    joint = fit_joint(study, quantity, time="final" if time == "mean" else time)
+    plot_joint_fit(study, quantity, time=time, terms=joint_terms, min_depth=min_depth, ax=axes[2])
+    return fig, axes
+
+
+def plot_joint_fit(
+    study, quantity="loss", *, time="mean", terms=("1/N", "1/L"), min_depth=1, ax=None
+):
+    """``|E[q_{N,L}] − q_{∞,∞}|`` (RMS over elements, ±2 standard errors) against N, one colour
+    per depth >= ``min_depth``, with the fitted model (sum of ``terms``) as lines; the title
+    gives χ²/dof. Returns the figure and the axis."""
+    from dmft.convergence import fit_joint
+
+    fig, ax = _axes(ax)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    joint = fit_joint(study, quantity, time=time, terms=terms, min_depth=min_depth)
     n = np.asarray(joint.widths, float)
-    for j, Lj in enumerate(joint.depths):
-        c = colors[j % len(colors)]
+    for j, L in enumerate(joint.depths):
+        c = colors[study.depths.index(L) % len(colors)]
         ax.errorbar(
-            n, joint.observed[:, j], yerr=2 * joint.noise[:, j], fmt="o", color=c, label=f"L = {Lj}"
+            n, joint.observed[:, j], yerr=2 * joint.noise[:, j], fmt="o", color=c, label=f"L = {L}"
         )
         ax.plot(n, joint.model[:, j], "-", color=c, lw=1)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("width N")
     ax.set_ylabel(rf"$|E[q_{{N,L}}] - q_{{\infty,\infty}}|$, {quantity}")
-    ax.set_title(f"a/N + b/L (lines): χ²/dof = {joint.chi2 / max(joint.dof, 1):.2f}", fontsize=9)
+    ax.set_title(
+        f"{' + '.join(terms)} (lines): χ²/dof = {joint.chi2:.0f}/{joint.dof} = "
+        f"{joint.chi2 / max(joint.dof, 1):.2f}",
+        fontsize=9,
+    )
     ax.legend(frameon=False, fontsize=7)
-    return fig, axes
+    return fig, ax

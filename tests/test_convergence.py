@@ -67,6 +67,21 @@ def test_depth_fits_recover_one_over_L():
     assert dm.exponent == pytest.approx(-1.0, abs=1e-9)  # reference − limit is exactly b/L
 
 
+def test_depth_correction_recovers_the_asymptotic_exponent():
+    study = _synthetic(a=0.0, sigma=0.01, seeds=128)
+    depths = np.asarray(DEPTHS, float)[:, None, None]
+    study.reference["loss"] += -0.3 / depths**2  # b/L − 0.3/L²: not yet 1/L at small L
+    study.values["loss"] += -0.3 / depths[None, :, None] ** 2
+    plain = fit_depth_rate(study, "loss", dmft=True)
+    fixed = fit_depth_rate(study, "loss", dmft=True, correction=True)
+    assert abs(plain.exponent + 1) > 0.1 and not plain.consistent
+    assert abs(fixed.exponent + 1) < 0.05 and fixed.consistent
+    nets = fit_depth_rate(study, "loss", correction=True)
+    # (its interval covers the seeds' noise, almost none here, not the error of the fitted law)
+    assert abs(nets.exponent + 1) < 0.05
+    np.testing.assert_allclose(fixed.curve(fixed.x), fixed.y[:, 0], rtol=0.05)
+
+
 def test_depth_fit_subtracts_the_ensemble_noise():
     # no bias at all: the mean's offset is pure noise, which the fit must not report as a rate
     study = _synthetic(a=0.0, b=0.0, sigma=0.3, seeds=16)
@@ -119,7 +134,9 @@ def test_study_matches_direct_calls(small_data, small_study):
     T1 = SETTINGS["steps"] + 1
     assert study.values["ntk"].shape == (2, 2, 3, T1, 4)
     assert study.values["kernels"].shape == (2, 2, 3, T1, 6 * 4)
-    sim = dmft.simulate(X, y, width=16, depth=2, seeds=3, **SETTINGS)
+    sim = dmft.simulate(
+        X, y, width=16, depth=2, seeds=3, seed=convergence.cell_seed(0, 16, 2), **SETTINGS
+    )
     np.testing.assert_array_equal(study.values["loss"][1, 1, :, :, 0], sim.loss)
     sol = dmft.solve_dmft(X, y, depth=2, **SETTINGS)
     np.testing.assert_allclose(study.reference["ntk"][1], np.asarray(sol.ntk).reshape(T1, 4))
@@ -134,6 +151,13 @@ def test_study_matches_direct_calls(small_data, small_study):
     direct = np.mean((sim.loss - np.asarray(sol.loss)) ** 2, axis=0)
     np.testing.assert_allclose(msd[1, 1], direct)
     assert np.all(se >= 0)
+
+
+def test_every_cell_has_its_own_networks():
+    seeds = {convergence.cell_seed(0, n, L) for n in WIDTHS for L in DEPTHS}
+    assert len(seeds) == len(WIDTHS) * len(DEPTHS)
+    assert convergence.cell_seed(0, 64, 2) == convergence.cell_seed(0, 64, 2)
+    assert convergence.cell_seed(1, 64, 2) not in seeds
 
 
 def test_rerun_is_served_from_the_cache(small_data, small_study, monkeypatch):
