@@ -51,6 +51,20 @@ def main():
             "--figure",
             os.path.join(results, f"alpha_limits{suffix}.png"),
         ],
+        [
+            "convergence_study.py",
+            *small,
+            "--out",
+            os.path.join(results, f"convergence_study{suffix}.json"),
+            "--figure",
+            os.path.join(results, f"convergence_linear{suffix}.png"),
+        ],
+        [
+            "validate_convergence.py",
+            *quick,
+            "--out",
+            os.path.join(results, f"validate_convergence{suffix}.json"),
+        ],
     ]
     failed = 0
     for cmd in runs:

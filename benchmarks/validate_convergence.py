@@ -74,7 +74,7 @@ def width_part(quick):
     return out
 
 
-def depth_part(quick):
+def depth_part(quick, save=None):
     X, y = random_data(4, 16, 0)
     settings = dict(activation="relu", beta0=1.0, gamma0=1.0, eta0=0.1, steps=10, center=True)
     solver = dict(samples=65536, replicas=4, tol=1.0)
@@ -92,7 +92,12 @@ def depth_part(quick):
     entry = dict(seconds=time.perf_counter() - t0, grid=grid, settings=settings, solver=solver)
     for q in ("loss", "ntk"):
         res = {}
-        for name, kw in (("networks", {}), ("dmft", {"dmft": True})):
+        for name, kw in (
+            ("networks", {}),
+            ("dmft", {"dmft": True}),
+            ("networks_corrected", {"correction": True}),
+            ("dmft_corrected", {"dmft": True, "correction": True}),
+        ):
             try:
                 fit = dmft.fit_depth_rate(study, q, **kw)
                 res[name] = dict(
@@ -111,6 +116,8 @@ def depth_part(quick):
         )
         print(joint, flush=True)
         entry[q] = res
+    if save:
+        study.save(save)
     return entry
 
 
@@ -119,12 +126,13 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=("width", "depth"), default=None)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "validate_convergence.json"))
+    parser.add_argument("--save", default=None, help="write the depth study here (.npz)")
     args = parser.parse_args()
     payload = {}
     if args.only in (None, "width"):
         payload["width"] = width_part(args.quick)
     if args.only in (None, "depth"):
-        payload["depth"] = depth_part(args.quick)
+        payload["depth"] = depth_part(args.quick, args.save)
     write_json(args.out, payload)
     print(f"written {args.out}")
 
