@@ -3,7 +3,7 @@
 A study's TOML file has the tables ``[data]`` (``points``, ``dim``, ``seed`` for random data,
 or ``file`` naming an .npz with arrays ``X``, ``y``), ``[settings]`` (keywords shared by
 ``simulate`` and ``solve_dmft``), ``[study]`` (``widths``, ``depths``, ``seeds``,
-``quantities``, ``limit``, ``limit_depths``), ``[solver]`` (keywords for ``solve_dmft`` only)
+``seed``, ``quantities``, ``limit``, ``limit_depths``), ``[solver]`` (keywords for ``solve_dmft`` only)
 and ``[output]`` (``cache``, ``result``, ``figure``; paths relative to the TOML file).
 ``examples/convergence_linear.toml`` is a complete example.
 """
@@ -17,7 +17,7 @@ import tomllib
 
 import numpy as np
 
-STUDY_KEYS = ("widths", "depths", "seeds", "quantities", "limit", "limit_depths")
+STUDY_KEYS = ("widths", "depths", "seeds", "seed", "quantities", "limit", "limit_depths")
 TABLES = ("data", "settings", "study", "solver", "output")
 
 
@@ -65,7 +65,7 @@ def load_config(path):
         )
         arrays = {"X": X, "y": y}
     out = cfg.get("output", {})
-    cfg["output"] = {k: os.path.join(here, v) for k, v in out.items()}
+    cfg["output"] = {k: os.path.normpath(os.path.join(here, v)) for k, v in out.items()}
     return cfg, arrays
 
 
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Train networks over a grid of widths and depths, solve the DMFT at every depth and "
             "at L = ∞, fit the rates in N and L, print them, and write the study and its plot. "
             "Finished points are cached, so rerunning an interrupted study resumes it. "
-            + __doc__.split("\n\n")[1].replace("\n", " ")
+            + __doc__.split("\n\n")[1].replace("\n", " ").replace("``", "")
         ),
     )
     p.add_argument("config", help="the study's TOML file")

@@ -302,6 +302,7 @@ center = true
 widths = [8, 16, 32]
 depths = [1, 2]
 seeds = 3
+seed = 5
 limit_depths = [2, 4]
 [output]
 cache = "cache"
