@@ -8,6 +8,7 @@ renamed into place, so a killed process leaves the old file or the new one, neve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,28 +50,38 @@ def make_key(payload: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def write_npz(path, arrays: dict, meta: dict | None = None) -> None:
-    """Write ``arrays`` (and ``meta`` as JSON) to ``path`` atomically: a temporary file in the
-    same folder, flushed to disk, then renamed over the target."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path`` (its folder created) to write to; on success it
+    is renamed over ``path``, on any error removed. A reader sees the old file or the new one,
+    never a partial one."""
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
-    if _META in payload:
-        raise ValueError(f"array name {_META!r} is reserved")
-    payload[_META] = np.asarray(json.dumps(meta or {}, default=repr))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".npz")
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_npz(path, arrays: dict, meta: dict | None = None) -> None:
+    """Write ``arrays`` (and ``meta`` as JSON) to ``path`` atomically: a temporary file in the
+    same folder, flushed to disk, then renamed over the target."""
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    if _META in payload:
+        raise ValueError(f"array name {_META!r} is reserved")
+    payload[_META] = np.asarray(json.dumps(meta or {}, default=repr))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **payload)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def read_npz(path) -> tuple[dict, dict]:

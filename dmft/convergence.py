@@ -404,8 +404,7 @@ def convergence_study(
         raise ValueError("`steps` is required")
     test = {} if X_test is None else dict(X_test=X_test, y_test=y_test)
     # validate every setting on the cheapest configuration before anything long runs
-    sim_settings = {k: v for k, v in settings.items() if k not in solver_options}
-    _validate(X, y, widths, depths, sim_settings, solver_options, test)
+    _validate(X, y, widths, depths, settings, solver_options, test)
 
     cache = Cache(cache_dir)
     base = dict(
@@ -431,8 +430,8 @@ def convergence_study(
         seconds = time.perf_counter() - t0
         meta = {**meta, "seconds": seconds, "quantities": list(quantities), "point": extra}
         cache.put(key, arrays, meta)
-        timings["points"][f"{kind} {json_key(extra)}"] = seconds
-        timings["solve" if kind == "solve" else kind] += seconds
+        timings["points"][f"{kind} {_point_name(extra)}"] = seconds
+        timings[kind] += seconds
         bar.update(1)
         return arrays, meta
 
@@ -492,7 +491,7 @@ def convergence_study(
                     depth=L,
                     seeds=seeds,
                     seed=cell_seed(seed, n, L),
-                    **sim_settings,
+                    **settings,
                     **test,
                     throw=False,
                 )
@@ -523,7 +522,7 @@ def convergence_study(
     )
 
 
-def json_key(extra: dict) -> str:
+def _point_name(extra: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in extra.items())
 
 
@@ -550,11 +549,11 @@ def _arrays(result, quantities, depth, *, error):
     return out
 
 
-def _validate(X, y, widths, depths, sim_settings, solver_options, test):
+def _validate(X, y, widths, depths, settings, solver_options, test):
     """Run both entry points' argument checks on the smallest grid point; nothing is compiled."""
     with checking_only():
-        simulate(X, y, width=widths[0], depth=depths[0], seeds=2, **sim_settings, **test)
-        solve_dmft(X, y, depth=depths[0], **sim_settings, **solver_options, **test)
+        simulate(X, y, width=widths[0], depth=depths[0], seeds=2, **settings, **test)
+        solve_dmft(X, y, depth=depths[0], **settings, **solver_options, **test)
 
 
 # ----- fits -----

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,19 +11,10 @@ import numpy as np
 def save_figure(fig, path, dpi=120) -> None:
     """Save ``fig`` to ``path`` atomically (a temporary file, then a rename), creating the
     folder: a reader never sees a half-written image."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from dmft.cache import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1][1:] or "png")
 
 
 def _axes(ax, ncols=1, size=(4.5, 3.4)):

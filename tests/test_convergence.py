@@ -111,21 +111,18 @@ def small_data():
     return rng.normal(size=(2, 4)), np.array([1.0, -1.0])
 
 
+SMALL_GRID = dict(widths=(8, 16), depths=(1, 2), seeds=3, limit_depths=(2, 4))
+
+
+def _small(data, cache_dir):
+    """The small study (2 widths × 2 depths, its DMFT at both depths and at L = ∞)."""
+    return convergence_study(*data, **SMALL_GRID, cache_dir=cache_dir, **SETTINGS)
+
+
 @pytest.fixture(scope="module")
 def small_study(small_data, tmp_path_factory):
-    X, y = small_data
     cache = tmp_path_factory.mktemp("cache")
-    study = convergence_study(
-        X,
-        y,
-        widths=(8, 16),
-        depths=(1, 2),
-        seeds=3,
-        limit_depths=(2, 4),
-        cache_dir=cache,
-        **SETTINGS,
-    )
-    return study, cache
+    return _small(small_data, cache), cache
 
 
 def test_study_matches_direct_calls(small_data, small_study):
@@ -161,7 +158,6 @@ def test_every_cell_has_its_own_networks():
 
 
 def test_rerun_is_served_from_the_cache(small_data, small_study, monkeypatch):
-    X, y = small_data
     study, cache = small_study
 
     def forbidden(*a, **k):
@@ -170,16 +166,7 @@ def test_rerun_is_served_from_the_cache(small_data, small_study, monkeypatch):
 
     monkeypatch.setattr(convergence, "simulate", forbidden)
     monkeypatch.setattr(convergence, "solve_dmft", forbidden)
-    again = convergence_study(
-        X,
-        y,
-        widths=(8, 16),
-        depths=(1, 2),
-        seeds=3,
-        limit_depths=(2, 4),
-        cache_dir=cache,
-        **SETTINGS,
-    )
+    again = _small(small_data, cache)
     assert again.cached == 2 * 2 + 2 + 1
     for q in study.quantities:
         np.testing.assert_array_equal(again.values[q], study.values[q])
@@ -198,16 +185,7 @@ def test_cache_key_changes_with_settings_and_bad_entries_are_recomputed(
     victim.write_bytes(victim.read_bytes()[:100])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        study = convergence_study(
-            X,
-            y,
-            widths=(8, 16),
-            depths=(1, 2),
-            seeds=3,
-            limit_depths=(2, 4),
-            cache_dir=cache_dir,
-            **SETTINGS,
-        )
+        study = _small(small_data, cache_dir)
     assert study.cached == 2 * 2 + 2 + 1 - 1
     assert any("unreadable cache entry" in str(w.message) for w in caught)
     read_npz(victim)  # rewritten whole
