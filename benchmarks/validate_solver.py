@@ -27,6 +27,7 @@ import numpy as np
 from _results import write_json  # noqa: E402
 
 import dmft
+from dmft.convergence import inverse_width_intercept
 
 
 def data(P, D=16, seed=0):
@@ -39,16 +40,7 @@ def data(P, D=16, seed=0):
 
 def extrapolate(widths, means, ses):
     """Weighted least squares of the mean on 1/N per step: intercept and its standard error."""
-    widths = np.asarray(widths, float)
-    A = np.stack([np.ones(len(widths)), 1.0 / widths], axis=1)
-    out, err = [], []
-    for t in range(means.shape[1]):
-        w = 1.0 / np.maximum(ses[:, t], 1e-100)  # t = 0 has no spread
-        Aw = A * w[:, None]
-        coef, *_ = np.linalg.lstsq(Aw, means[:, t] * w, rcond=None)
-        out.append(coef[0])
-        err.append(np.sqrt(np.linalg.inv(Aw.T @ Aw)[0, 0]))
-    return np.array(out), np.array(err)
+    return inverse_width_intercept(widths, means, ses)
 
 
 def euler_loss(sol, y, eta0):

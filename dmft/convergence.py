@@ -585,6 +585,74 @@ def _pooled_slope(x, y):
     return slope, intercepts
 
 
+def extrapolate_width(results, field: str = "loss"):
+    """Extrapolate ensembles at several widths to N = ∞: the intercept of ``E[q_N] = q_∞ + a/N``.
+
+    For every element of ``field`` (every step, and every data pair for the NTK) the ensemble
+    means are fitted by weighted least squares on 1/N, each weighted by its standard error, and
+    the intercept is returned with its standard error. This is the finite-width correction of
+    SPEC §7 (the ensemble mean is biased by O(1/N)); use it to compare networks with
+    :func:`dmft.solve_dmft` at the same depth.
+
+    Args:
+        results: :class:`dmft.SimulationResult` objects at two or more distinct widths (the
+            same depth and settings), each with at least two seeds.
+        field: a per-seed field of the results ("loss", "ntk", "predictions", ...).
+
+    Returns:
+        ``(mean, stderr)``: arrays of the field's per-run shape, e.g. (steps+1,) for the loss.
+        Elements that do not vary across seeds (the centred loss at t = 0) get the mean of the
+        widths' values and zero error.
+
+    Raises:
+        ValueError: fewer than two distinct widths, or an ensemble with fewer than two seeds.
+
+    Example:
+        >>> import numpy as np
+        >>> X, y = np.ones((1, 1)), np.ones(1)
+        >>> runs = [simulate(X, y, width=n, depth=2, activation="linear", steps=3, seeds=4,
+        ...                  center=True) for n in (32, 64)]
+        >>> mean, se = extrapolate_width(runs)
+        >>> mean.shape, se.shape
+        ((4,), (4,))
+    """
+    results = list(results)
+    widths = np.array([r.config.get("width") for r in results], dtype=float)
+    if len(set(widths.tolist())) < 2:
+        raise ValueError(
+            f"`results` must hold ensembles at two or more distinct widths, got widths {widths.tolist()}"
+        )
+    seeds = [np.shape(getattr(r, field))[0] for r in results]
+    if min(seeds) < 2:
+        raise ValueError(
+            f"every ensemble needs at least 2 seeds for a standard error, got seeds {seeds}"
+        )
+    means = np.stack([r.mean(field) for r in results])
+    ses = np.stack([r.stderr(field) for r in results])
+    return inverse_width_intercept(widths, means, ses)
+
+
+def inverse_width_intercept(widths, means, ses):
+    """The array form of :func:`extrapolate_width`: ``means``, ``ses`` of shape (widths, ...)."""
+    widths = np.asarray(widths, dtype=float)
+    means, ses = np.asarray(means, dtype=float), np.asarray(ses, dtype=float)
+    shape = means.shape[1:]
+    means, ses = means.reshape(len(widths), -1), ses.reshape(len(widths), -1)
+    A = np.stack([np.ones_like(widths), 1.0 / widths], axis=1)
+    out = np.empty(means.shape[1])
+    err = np.zeros(means.shape[1])
+    for k in range(means.shape[1]):
+        if np.all(ses[:, k] == 0):
+            out[k] = means[:, k].mean()
+            continue
+        w = 1.0 / np.maximum(ses[:, k], ses[:, k].max() * 1e-12)
+        Aw = A * w[:, None]
+        coef, *_ = np.linalg.lstsq(Aw, means[:, k] * w, rcond=None)
+        out[k] = coef[0]
+        err[k] = math.sqrt(np.linalg.inv(Aw.T @ Aw)[0, 0])
+    return out.reshape(shape), err.reshape(shape)
+
+
 def fit_width_rate(
     study: ConvergenceStudy,
     quantity: str = "loss",

@@ -1,6 +1,7 @@
 """The convergence study: fits on synthetic grids with known rates, a small real study, its
 cache (including a killed run resumed), persistence and the command line."""
 
+import dataclasses
 import importlib
 import json
 import os
@@ -369,3 +370,41 @@ def test_cli_help_and_end_to_end(tmp_path):
     bad = _run([sys.executable, "-m", "dmft.cli", "study", "b.toml"], tmp_path)
     assert bad.returncode != 0 and "unknown tables" in bad.stderr
     json.dumps(study.timings)  # timings are plain data
+
+
+def test_extrapolate_width_recovers_intercept_and_matches_lstsq():
+    """Synthetic ensembles with mean exactly q∞ + a/N: the intercept is q∞, and on real
+    ensembles the result equals a direct weighted least-squares fit."""
+    X, y = np.ones((1, 1)), np.ones(1)
+    runs = [
+        dmft.simulate(X, y, width=n, depth=2, activation="linear", steps=3, seeds=4, center=True)
+        for n in (16, 32, 64)
+    ]
+    rng = np.random.default_rng(0)
+    fake = []
+    for r in runs:
+        n = r.config["width"]
+        noise = rng.normal(size=(4, 4))
+        noise -= noise.mean(axis=0)  # the mean is exactly 0.3 + 2/N
+        fake.append(dataclasses.replace(r, loss=0.3 + 2.0 / n + 0.01 * noise))
+    mean, se = dmft.extrapolate_width(fake)
+    np.testing.assert_allclose(mean, 0.3, rtol=1e-10)
+    assert np.all(se > 0)
+
+    mean, se = dmft.extrapolate_width(runs)
+    widths = np.array([16.0, 32.0, 64.0])
+    for t in range(1, 4):
+        s = np.array([r.stderr()[t] for r in runs])
+        m = np.array([r.mean()[t] for r in runs])
+        A = np.stack([np.ones(3), 1 / widths], axis=1) / s[:, None]
+        coef = np.linalg.lstsq(A, m / s, rcond=None)[0]
+        np.testing.assert_allclose(mean[t], coef[0], rtol=1e-10)
+        np.testing.assert_allclose(se[t], np.sqrt(np.linalg.inv(A.T @ A)[0, 0]), rtol=1e-10)
+    np.testing.assert_allclose(mean[0], runs[0].mean()[0])  # centred: no spread at t = 0
+    assert se[0] == 0.0
+
+    with pytest.raises(ValueError, match="two or more distinct widths"):
+        dmft.extrapolate_width(runs[:1])
+    one_seed = dmft.simulate(X, y, width=8, depth=2, activation="linear", steps=3, seeds=1)
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        dmft.extrapolate_width([runs[0], one_seed])
