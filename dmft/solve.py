@@ -555,6 +555,15 @@ def _combine(problem, parts, weights, pick):
             fields[name] = picked[-1]
         else:
             fields[name] = sum(w * a for w, a in zip(weights, picked, strict=True))
+    # The losses are quadratic in the predictions: recompute them from the extrapolated
+    # predictions (same order of accuracy), so an extrapolated loss can never be negative.
+    dt = problem["dt"]
+    if fields["predictions"] is not None:
+        y = jnp.asarray(problem["y"], dt)
+        fields["loss"] = 0.5 * jnp.mean((y - fields["predictions"]) ** 2, axis=-1)
+    if fields["test_predictions"] is not None:
+        y_test = jnp.asarray(problem["y_test"], dt)
+        fields["test_loss"] = 0.5 * jnp.mean((y_test - fields["test_predictions"]) ** 2, axis=-1)
     for name in ("loss_error", "test_loss_error"):
         errs = [getattr(s, name) for s in parts]
         fields[name] = (
@@ -617,7 +626,10 @@ def _depth_limit(problem, depths, ladder):
     fields, ok = _combine(problem, ladder, weights, pick)
     sol = _finish(problem, fields, ok)
     # the same extrapolation without the shallowest depth, for the loss only
-    top = sum(w * s.loss for w, s in zip(_ladder_weights(depths[1:]), ladder[1:], strict=True))
+    top_pred = sum(
+        w * s.predictions for w, s in zip(_ladder_weights(depths[1:]), ladder[1:], strict=True)
+    )
+    top = 0.5 * jnp.mean((jnp.asarray(problem["y"], problem["dt"]) - top_pred) ** 2, axis=-1)
     time_errors = [s.time_error for s in ladder]
     time_error = None
     if all(e is not None for e in time_errors):
