@@ -15,6 +15,7 @@ are not modified. The full-size run trains networks up to N = 1024, L = 32 and i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,8 @@ def inject_parameters(nb, parameters: dict):
     return nb
 
 
-def run_notebook(path: Path, parameters: dict, timeout: int) -> None:
+def run_notebook(path: Path, parameters: dict, timeout: int, executed: Path | None = None):
+    """Run one notebook; with ``executed``, write the run (outputs and figures included) there."""
     nb = inject_parameters(nbformat.read(path, as_version=4), parameters)
     client = NotebookClient(
         nb,
@@ -44,7 +46,14 @@ def run_notebook(path: Path, parameters: dict, timeout: int) -> None:
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        if executed is not None:  # a failed run is written too: its traceback is in the cell
+            executed.mkdir(parents=True, exist_ok=True)
+            tmp = executed / f".{path.name}.tmp"
+            nbformat.write(nb, tmp)
+            os.replace(tmp, executed / path.name)
 
 
 def main(argv=None) -> int:
@@ -54,6 +63,9 @@ def main(argv=None) -> int:
         "--out", type=Path, default=ROOT / "docs" / "figures", help="folder for the PNG figures"
     )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    parser.add_argument(
+        "--executed", type=Path, default=None, help="also write the executed notebooks here"
+    )
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: all in notebooks/")
     args = parser.parse_args(argv)
 
@@ -68,7 +80,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         print(f"{path.name}: running with {parameters} ...", flush=True)
         try:
-            run_notebook(path.resolve(), parameters, args.timeout)
+            run_notebook(path.resolve(), parameters, args.timeout, args.executed)
         except CellExecutionError as err:
             failed.append(path.name)
             print(f"{path.name}: FAILED\n{err}", file=sys.stderr, flush=True)
