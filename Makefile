@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-small clean
+.PHONY: demo test lint bench bench-small figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check dmft tests benchmarks
 	$(BIN)/ruff format --check dmft tests benchmarks
+
+# every notebook at full size; its figures go to docs/figures/
+figures: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python scripts/make_figures.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
