@@ -433,11 +433,11 @@ def _solve_once(problem, depth, eta0, steps, *, part):
     ntk_block = jnp.asarray(p["beta0"], dt) ** 2 / depth
     ntk = jax.vmap(ntk_from_kernels, in_axes=(None, 1, 1, None))(Kx[:P, :P], phi_k, g_k, ntk_block)
     f = out["f"]
-    loss = 0.5 * jnp.mean((jnp.asarray(p["y"], dt) - f[:, :P]) ** 2, axis=-1)
+    loss = _loss(p["y"], f[:, :P], dt)
     test_loss = test_pred = None
     if p["y_test"] is not None:
         test_pred = f[:, P:]
-        test_loss = 0.5 * jnp.mean((jnp.asarray(p["y_test"], dt) - test_pred) ** 2, axis=-1)
+        test_loss = _loss(p["y_test"], test_pred, dt)
     if exact:
         loss_error = jnp.zeros_like(loss)
         test_loss_error = None
@@ -496,6 +496,11 @@ def _march(p, Kx, omega, scalars, common_static, part):
         responses=p["responses"],
         **common_static,
     )
+
+
+def _loss(y, predictions, dt):
+    """``1/(2P) Σ_μ (y_μ − f_μ)²`` over the last axis, per time step."""
+    return 0.5 * jnp.mean((jnp.asarray(y, dt) - predictions) ** 2, axis=-1)
 
 
 def _finish(problem, fields, converged_parts=True):
@@ -559,11 +564,9 @@ def _combine(problem, parts, weights, pick):
     # predictions (same order of accuracy), so an extrapolated loss can never be negative.
     dt = problem["dt"]
     if fields["predictions"] is not None:
-        y = jnp.asarray(problem["y"], dt)
-        fields["loss"] = 0.5 * jnp.mean((y - fields["predictions"]) ** 2, axis=-1)
+        fields["loss"] = _loss(problem["y"], fields["predictions"], dt)
     if fields["test_predictions"] is not None:
-        y_test = jnp.asarray(problem["y_test"], dt)
-        fields["test_loss"] = 0.5 * jnp.mean((y_test - fields["test_predictions"]) ** 2, axis=-1)
+        fields["test_loss"] = _loss(problem["y_test"], fields["test_predictions"], dt)
     for name in ("loss_error", "test_loss_error"):
         errs = [getattr(s, name) for s in parts]
         fields[name] = (
@@ -629,7 +632,7 @@ def _depth_limit(problem, depths, ladder):
     top_pred = sum(
         w * s.predictions for w, s in zip(_ladder_weights(depths[1:]), ladder[1:], strict=True)
     )
-    top = 0.5 * jnp.mean((jnp.asarray(problem["y"], problem["dt"]) - top_pred) ** 2, axis=-1)
+    top = _loss(problem["y"], top_pred, problem["dt"])
     time_errors = [s.time_error for s in ladder]
     time_error = None
     if all(e is not None for e in time_errors):
