@@ -17,6 +17,7 @@ from dmft.convergence import (
 )
 from dmft.coord_check import CoordCheck, coord_check
 from dmft.errors import ConvergenceError, DivergenceError
+from dmft.io import load, save
 from dmft.lazy import LazyKernels, gaussian_expectations, lazy_errors, lazy_kernels
 from dmft.plot import (
     plot_convergence,
@@ -58,11 +59,13 @@ __all__ = [
     "hyperparameter_sweep",
     "lazy_errors",
     "lazy_kernels",
+    "load",
     "load_study",
     "plot_convergence",
     "plot_coord_check",
     "plot_joint_fit",
     "plot_loss",
+    "save",
     "save_figure",
     "simulate",
     "solve_dmft",

@@ -17,12 +17,27 @@ NAMES = ("linear", "relu", "tanh")
 
 @dataclasses.dataclass(frozen=True)
 class Activation:
-    """An elementwise nonlinearity φ with its derivative φ'.
+    """An elementwise nonlinearity φ with its derivative φ' (SPEC §1).
+
+    φ acts on the pre-activations, ``hˡ⁺¹ = hˡ + (β₀/L^α) Wˡ φ(hˡ)/√N``; φ' enters the backward
+    fields ``gˡ = gˡ⁺¹ + (β₀/L^α) φ'(hˡ) ⊙ Wˡᵀgˡ⁺¹/√N`` (SPEC §2). Obtain one with
+    :func:`get_activation`.
 
     Attributes:
         name: "linear", "relu", "tanh", or the callable's ``__name__``.
-        fn: φ, elementwise.
+        fn: φ, elementwise: an array of any shape to one of the same shape.
         deriv: φ', elementwise (for ReLU the Heaviside step, with φ'(0) = 0).
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> act = dmft.get_activation("tanh")
+        >>> act.name, act.is_linear
+        ('tanh', False)
+        >>> act.fn(np.zeros((2, 3))).shape
+        (2, 3)
+        >>> float(act.deriv(0.0))  # 1 − tanh(0)²
+        1.0
     """
 
     name: str
@@ -31,6 +46,7 @@ class Activation:
 
     @property
     def is_linear(self) -> bool:
+        """True for the built-in "linear" activation (or any whose ``name`` is "linear")."""
         return self.name == "linear"
 
 
@@ -67,8 +83,36 @@ def _callable_deriv(fn):
 def get_activation(activation) -> Activation:
     """Return the :class:`Activation` for a name or an elementwise callable.
 
+    The built-in names are "linear" (φ(x) = x, φ' = 1), "relu" (φ(x) = max(x, 0), φ' the
+    Heaviside step with φ'(0) = 0) and "tanh" (φ' = 1 − tanh²). For a callable, φ' is taken by
+    forward-mode autodiff, ``φ'(x) = jvp(φ, x, 1)``, which is exact for an elementwise φ.
+
+    Args:
+        activation: one of "linear", "relu", "tanh"; an elementwise JAX-traceable callable
+            (array of any shape to one of the same shape); or an :class:`Activation`, returned
+            unchanged.
+
+    Returns:
+        :class:`Activation` whose ``name`` is the given name, or the callable's ``__name__``
+        ("custom" if it has none).
+
     Raises:
         ValueError: for an unknown name, or an object that is neither a name nor callable.
+
+    Examples:
+        >>> import numpy as np
+        >>> import jax.numpy as jnp
+        >>> import dmft
+        >>> relu = dmft.get_activation("relu")
+        >>> np.asarray(relu.deriv(np.array([-1.0, 0.0, 2.0]))).tolist()
+        [0.0, 0.0, 1.0]
+        >>> sine = dmft.get_activation(jnp.sin)  # φ' = cos by autodiff
+        >>> sine.name, float(sine.deriv(0.0))
+        ('sin', 1.0)
+        >>> dmft.get_activation("gelu")
+        Traceback (most recent call last):
+            ...
+        ValueError: `activation` must be one of ('linear', 'relu', 'tanh') ... got 'gelu'
     """
     if isinstance(activation, Activation):
         return activation

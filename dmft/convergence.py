@@ -25,7 +25,8 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
-from dmft.cache import Cache, array_digest, code_version, make_key, read_npz, write_npz
+from dmft.cache import Cache, array_digest, code_version, make_key, read_npz
+from dmft.io import Saveable, load
 from dmft.settings import check_data, check_depth_ladder, check_int, checking_only
 from dmft.simulate import simulate
 from dmft.solve import DEFAULT_DEPTHS, SIMULATOR_ONLY, solve_dmft
@@ -77,7 +78,7 @@ def extract(result, quantity: str, depth: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class RateFit:
+class RateFit(Saveable):
     """A power law ``y ≈ c·x^exponent`` fitted on a log–log scale.
 
     Attributes:
@@ -89,6 +90,21 @@ class RateFit:
         intercepts: (groups,) log c per group.
         quantity, kind: what was fitted ("width", "depth", "dmft-depth").
         correction: d of the next-order term ``d/x`` in the log (0 when not fitted).
+
+    Returned by :func:`fit_width_rate` and :func:`fit_depth_rate`; ``consistent`` says whether
+    ``theory`` lies in ``interval``, ``curve(x)`` evaluates the law.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> fit = dmft.fit_width_rate(study, "ntk")
+        >>> fit.kind, fit.theory, np.round(fit.x).tolist(), fit.y.shape  # a column per depth
+        ('width', -1.0, [16.0, 32.0], (2, 2))
+        >>> fit.curve([16, 32, 64]).shape
+        (3,)
     """
 
     exponent: float
@@ -121,7 +137,7 @@ class RateFit:
 
 
 @dataclasses.dataclass(frozen=True)
-class JointFit:
+class JointFit(Saveable):
     """``E[q_{N,L}] − q_{∞,∞} ≈ a/N + b/L`` (or another sum of ``terms``), fitted per element
     by weighted least squares.
 
@@ -136,6 +152,22 @@ class JointFit:
         p_value: probability of a chi² at least this large if the model were exact.
         observed, model, noise: (widths, depths) RMS over elements of the observed deviation,
             of the model and of the standard error.
+        quantity: what was fitted. widths, depths: the grid points used (those at or above
+            ``min_width`` and ``min_depth``).
+
+    Returned by :func:`fit_joint`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> joint = dmft.fit_joint(study, "predictions")
+        >>> joint.a.shape, joint.b.shape, joint.residuals.shape  # P = 3 elements, 2×2 grid
+        ((3,), (3,), (2, 2))
+        >>> joint.dof  # 4 cells × 3 elements − 2 coefficients × 3 elements
+        6
     """
 
     a: np.ndarray
@@ -173,7 +205,7 @@ class JointFit:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvergenceStudy:
+class ConvergenceStudy(Saveable):
     """Networks over a grid of widths and depths next to their DMFT limits.
 
     Attributes:
@@ -184,12 +216,31 @@ class ConvergenceStudy:
         values: {quantity: (widths, depths, seeds, T+1, elements)} the networks.
         reference: {quantity: (depths, T+1, elements)} the DMFT at each depth (N = ∞).
         reference_error: {quantity: (depths, T+1, elements)} its Monte Carlo standard error
-            (loss only; zeros elsewhere and for exact solves).
+            (loss and test loss only; zeros elsewhere and for exact solves).
         limit: {quantity: (T+1, elements)} the DMFT at L = ∞, or None when not solved.
-        limit_error: {quantity: (T+1, elements)} the extrapolation's error estimate (loss).
+        limit_error: {quantity: (T+1, elements)} the extrapolation's error estimate (loss
+            only; zeros elsewhere), or None.
+        limit_depths: the depth ladder of the L = ∞ solve (empty when not solved).
         times: (T+1,) the time of each point. settings: the shared settings.
         timings: seconds spent in each part ("simulate", "solve", "limit") and per point.
         cached: how many points came from the cache.
+
+    Returned by :func:`convergence_study`; ``study.save(path)`` writes it and
+    :func:`load_study` reads it back. ``msd``, ``bias`` and ``dmft_depth_error`` give the
+    deviations over time that the fits summarise.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> study.values["ntk"].shape  # (widths, depths, seeds, T+1, P²)
+        (2, 2, 4, 4, 9)
+        >>> study.reference["ntk"].shape, study.limit["ntk"].shape
+        ((2, 4, 9), (4, 9))
+        >>> study.msd("loss")[0].shape, study.bias("loss", against="limit")[0].shape
+        ((2, 2, 4), (2, 2, 4))
     """
 
     widths: tuple
@@ -246,31 +297,6 @@ class ConvergenceStudy:
         if self.limit is None:
             raise ValueError("this study did not solve the L = ∞ limit (run it with limit=True)")
 
-    # ----- persistence -----
-    def save(self, path) -> None:
-        """Write the study to ``path`` (.npz), atomically; :func:`load_study` reads it back."""
-        arrays = {"times": self.times}
-        for q in self.quantities:
-            arrays[f"values/{q}"] = self.values[q]
-            arrays[f"reference/{q}"] = self.reference[q]
-            arrays[f"reference_error/{q}"] = self.reference_error[q]
-            if self.limit is not None:
-                arrays[f"limit/{q}"] = self.limit[q]
-                arrays[f"limit_error/{q}"] = self.limit_error[q]
-        meta = dict(
-            kind="ConvergenceStudy",
-            code_version=code_version(),
-            widths=list(self.widths),
-            depths=list(self.depths),
-            seeds=self.seeds,
-            quantities=list(self.quantities),
-            limit_depths=list(self.limit_depths),
-            settings=self.settings,
-            timings=self.timings,
-            cached=self.cached,
-        )
-        write_npz(path, arrays, meta)
-
     def __repr__(self):
         return (
             f"ConvergenceStudy(widths={self.widths}, depths={self.depths}, seeds={self.seeds}, "
@@ -281,7 +307,40 @@ class ConvergenceStudy:
 
 
 def load_study(path) -> ConvergenceStudy:
-    """Read a study written by :meth:`ConvergenceStudy.save`."""
+    """Read a study written by ``study.save(path)`` (or :func:`dmft.save`).
+
+    Args:
+        path: the ``.npz`` file.
+
+    Returns:
+        :class:`ConvergenceStudy`, equal field by field to the one saved.
+
+    Raises:
+        ValueError: the file holds another kind of result, or is damaged (see :func:`dmft.load`).
+
+    Examples:
+        >>> import os
+        >>> import tempfile
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "study.npz")
+        ...     study.save(path)
+        ...     again = dmft.load_study(path)
+        >>> again.widths, bool(np.array_equal(again.values["ntk"], study.values["ntk"]))
+        ((16, 32), True)
+    """
+    study = load(path)
+    if not isinstance(study, ConvergenceStudy):
+        raise ValueError(f"{path} holds a {type(study).__name__}, not a ConvergenceStudy")
+    return study
+
+
+def _load_legacy_study(path) -> ConvergenceStudy:
+    """A study saved before :func:`dmft.save` existed (one ``__meta__`` JSON member)."""
     arrays, meta = read_npz(path)
     if meta.get("kind") != "ConvergenceStudy":
         raise ValueError(f"{path} holds {meta.get('kind')!r}, not a ConvergenceStudy")
@@ -368,13 +427,23 @@ def convergence_study(
 
     Raises:
         ValueError, TypeError: bad input, before any compilation.
+        RuntimeError: a DMFT solve did not finish with status "ok", or networks diverged.
 
-    Example:
-        >>> import numpy as np, dmft
-        >>> st = dmft.convergence_study(np.eye(2), np.array([1.0, -1.0]), widths=(16, 32),
-        ...     depths=(2,), seeds=2, steps=3, activation="linear", limit=False)
-        >>> st.msd("loss")[0].shape
-        (2, 1, 4)
+    Examples:
+        A 2×2 grid of linear networks (4 seeds each, 3 steps) next to the exact DMFT at L = 2
+        and 4 and its L = ∞ extrapolation through the same two depths:
+
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> study
+        ConvergenceStudy(widths=(16, 32), depths=(2, 4), seeds=4,
+            quantities=('loss', 'ntk', 'predictions', 'kernels'), steps=3, limit=solved,
+            cached points=0)
+        >>> study.values["loss"].shape, study.limit["loss"].shape
+        ((2, 2, 4, 4, 1), (4, 1))
     """
     X, y = check_data(X, y)
     widths = _check_grid("widths", widths, 1)
@@ -589,10 +658,10 @@ def extrapolate_width(results, field: str = "loss"):
     """Extrapolate ensembles at several widths to N = ∞: the intercept of ``E[q_N] = q_∞ + a/N``.
 
     For every element of ``field`` (every step, and every data pair for the NTK) the ensemble
-    means are fitted by weighted least squares on 1/N, each weighted by its standard error, and
-    the intercept is returned with its standard error. This is the finite-width correction of
-    SPEC §7 (the ensemble mean is biased by O(1/N)); use it to compare networks with
-    :func:`dmft.solve_dmft` at the same depth.
+    means are fitted by weighted least squares on 1/N (each residual divided by that mean's
+    standard error), and the intercept is returned with its standard error. This is the
+    finite-width correction of SPEC §7 (the ensemble mean is biased by O(1/N)); use it to
+    compare networks with :func:`dmft.solve_dmft` at the same depth.
 
     Args:
         results: :class:`dmft.SimulationResult` objects at two or more distinct widths (the
@@ -607,14 +676,21 @@ def extrapolate_width(results, field: str = "loss"):
     Raises:
         ValueError: fewer than two distinct widths, or an ensemble with fewer than two seeds.
 
-    Example:
+    Examples:
         >>> import numpy as np
-        >>> X, y = np.ones((1, 1)), np.ones(1)
-        >>> runs = [simulate(X, y, width=n, depth=2, activation="linear", steps=3, seeds=4,
-        ...                  center=True) for n in (32, 64)]
-        >>> mean, se = extrapolate_width(runs)
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> runs = [dmft.simulate(X, y, width=n, depth=2, activation="linear", steps=3, seeds=4,
+        ...                       center=True) for n in (16, 32)]
+        >>> mean, se = dmft.extrapolate_width(runs)
         >>> mean.shape, se.shape
         ((4,), (4,))
+        >>> float(mean[0]), float(se[0])  # the centred loss at t = 0 is Σ y²/(2P) exactly
+        (0.5, 0.0)
+        >>> dmft.extrapolate_width(runs[:1])
+        Traceback (most recent call last):
+            ...
+        ValueError: `results` must hold ensembles at two or more distinct widths, got widths [16.0]
     """
     results = list(results)
     widths = np.array([r.config.get("width") for r in results], dtype=float)
@@ -668,6 +744,35 @@ def fit_width_rate(
     The per-seed squared deviation (averaged over elements and over ``time``) is averaged over
     seeds in each cell; ``log msd = c_L + p log N`` is fitted by least squares with one
     intercept per depth. The 95% interval resamples the seeds of every cell (bootstrap).
+    SPEC §7: fluctuations of one network are O(N^{−1/2}), so ``E[(q_N − q_∞)²] ∝ 1/N``.
+
+    Args:
+        study: a :class:`ConvergenceStudy` with at least two widths.
+        quantity: one of the study's ``quantities``.
+        depths: the depths to use (default: all of the study's).
+        min_width: drop widths below this.
+        time: how the deviation is summarised over training time: "mean" over t = 1 … T,
+            "final", or one step index.
+        n_boot: bootstrap replicates. seed: their seed.
+
+    Returns:
+        :class:`RateFit` of kind "width" with theory −1; ``y`` is the (widths, depths) msd.
+
+    Raises:
+        ValueError: fewer than two widths >= ``min_width`` or no depth, or a bad ``time``.
+        KeyError: a quantity the study did not record.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> fit = dmft.fit_width_rate(study, "loss")
+        >>> print(fit)  # doctest: +ELLIPSIS
+        width exponent of loss: ... (theory -1)
+        >>> fit.y.shape, fit.yerr.shape  # (widths, depths)
+        ((2, 2), (2, 2))
     """
     rows = [i for i, n in enumerate(study.widths) if n >= min_width]
     cols = [j for j, L in enumerate(study.depths) if depths is None or L in depths]
@@ -751,7 +856,39 @@ def fit_depth_rate(
     of ``Δ = b L^p (1 + d/L + …)``, so that p is the asymptotic exponent even where shallow
     depths are not yet in the ``1/L`` regime (otherwise raise ``min_depth``). The 95% interval
     resamples seeds (bootstrap), so it covers the ensemble's noise, not a misfit of the law; for
-    the deterministic DMFT it is the regression's (which does reflect the misfit).
+    the deterministic DMFT it is the regression's (which does reflect the misfit), and infinite
+    when there are no more depths than parameters. SPEC §5 and §7: ``|q_{∞,L} − q_{∞,∞}| ∝ 1/L``.
+
+    Args:
+        study: a :class:`ConvergenceStudy` solved with ``limit=True``.
+        quantity: one of the study's ``quantities``.
+        width: the width of the networks (one of ``study.widths``; default the largest).
+        dmft: fit the DMFT's own depth error instead of the networks'.
+        min_depth: drop depths below this.
+        correction: also fit the next-order term d/L (needs three depths).
+        time: how the deviation is summarised over training time: "mean" over t = 1 … T,
+            "final", or one step index.
+        n_boot: bootstrap replicates. seed: their seed.
+
+    Returns:
+        :class:`RateFit` of kind "depth" or "dmft-depth" with theory −1; ``y`` is (depths, 1).
+
+    Raises:
+        ValueError: the study has no L = ∞ solve, too few depths >= ``min_depth``, ``width``
+            not in the study, or (networks) a bias not above the ensemble's noise at some depth.
+
+    Examples:
+        Here the L = ∞ reference is the extrapolation through L = 2 and 4 themselves, linear in
+        1/L, so the DMFT's own depth error of the NTK is exactly ∝ 1/L:
+
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> fit = dmft.fit_depth_rate(study, "ntk", dmft=True)
+        >>> fit.kind, np.round(fit.x).tolist(), round(fit.exponent, 6)
+        ('dmft-depth', [2.0, 4.0], -1.0)
     """
     study._need_limit()
     cols = [j for j, L in enumerate(study.depths) if L >= min_depth]
@@ -839,9 +976,37 @@ def fit_joint(
     min_depth: int = 1,
 ) -> JointFit:
     """Fit ``E[q_{N,L}] − q_{∞,∞} = a/N + b/L`` (or the sum of ``terms``, any of
-    ``JOINT_TERMS``) for every element (and time, if ``time`` is "all") by least squares
-    weighted by the ensemble mean's standard error (plus the L = ∞ solve's error estimate),
-    and report how well it explains the grid."""
+    ``JOINT_TERMS``: "1/N", "1/L", "1/N^2", "1/L^2", "1/(NL)") for every element (and time,
+    if ``time`` is "all") by least squares weighted by the ensemble mean's standard error
+    (combined in quadrature with the L = ∞ solve's error estimate), and report how well it
+    explains the grid (SPEC §7: ``E[q_{N,L}] − q_∞ ≈ a/N + b/L``).
+
+    Args:
+        study: a :class:`ConvergenceStudy` solved with ``limit=True``.
+        quantity: one of the study's ``quantities``.
+        time: "mean" over t = 1 … T, "final", one step index, or "all" (one fit per step).
+        terms: the model's terms.
+        min_width, min_depth: drop grid points below these.
+
+    Returns:
+        :class:`JointFit`.
+
+    Raises:
+        ValueError: the study has no L = ∞ solve, an unknown term, or no more grid points
+            than terms.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> joint = dmft.fit_joint(study, "loss")
+        >>> print(joint)  # doctest: +ELLIPSIS
+        joint fit of loss by 1/N + 1/L: RMS[1/N] = ..., chi2/dof = .../2 = ...
+        >>> dmft.fit_joint(study, "loss", time="all").a.shape  # (T+1, elements)
+        (4, 1)
+    """
     study._need_limit()
     for t in terms:
         if t not in JOINT_TERMS:

@@ -2,7 +2,7 @@
 
 The standard way to verify a parameterization: train a few steps at several N and L and look at
 the size of each layer's features ``‖hˡ(0)‖/√N`` and of their updates ``‖hˡ(t) − hˡ(0)‖/√N``
-(RMS over neurons and training points, averaged over seeds). In depth-μP both are O(1) in N and
+(RMS over neurons, training points and seeds). In depth-μP both are O(1) in N and
 L; in μP without the 1/√L branch factor they grow with depth.
 """
 
@@ -12,19 +12,31 @@ import dataclasses
 
 import numpy as np
 
+from dmft.io import Saveable
 from dmft.simulate import simulate
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordCheck:
+class CoordCheck(Saveable):
     """Result of :func:`coord_check`.
 
     Attributes:
         widths, depths: the grid.
-        feature_size: {(N, L): (L+1,) RMS of hˡ(0)} for ℓ = 1 … L+1.
+        feature_size: {(N, L): (L+1,) RMS of hˡ(0)} for ℓ = 1 … L+1 (index ℓ − 1).
         update_size: {(N, L): (L+1,) RMS of hˡ(T) − hˡ(0)}.
-        output_update: {(N, L): RMS of f(T) − f(0) over points}.
+        output_update: {(N, L): RMS of f(T) − f(0) over points and seeds} (a float).
         settings: the shared keyword arguments.
+
+    ``last_layer_updates()`` tabulates the update of h^{L+1} as a (widths, depths) array.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> cc = dmft.coord_check(X, y, widths=(16, 32), depths=(2,), steps=3, seeds=4,
+        ...                       activation="linear")
+        >>> cc.feature_size[(16, 2)].shape, cc.last_layer_updates().shape
+        ((3,), (2, 1))
     """
 
     widths: tuple
@@ -35,7 +47,8 @@ class CoordCheck:
     settings: dict
 
     def last_layer_updates(self) -> np.ndarray:
-        """(len(widths), len(depths)) array of the last layer's update size."""
+        """(len(widths), len(depths)) array of the last layer's update size, RMS of
+        h^{L+1}(T) − h^{L+1}(0)."""
         return np.array([[self.update_size[(n, L)][-1] for L in self.depths] for n in self.widths])
 
     def __repr__(self):
@@ -62,22 +75,47 @@ def coord_check(
 ) -> CoordCheck:
     """Measure feature and update sizes for every (N, L) on the grid.
 
+    From the two-time kernels ``Hˡ(t,s) = hˡ(t)·hˡ(s)/N`` of every layer (SPEC §2), per layer::
+
+        feature_size = √(E[Hˡ_μμ(0,0)]),   update_size = √(E[Hˡ_μμ(T,T) + Hˡ_μμ(0,0) − 2Hˡ_μμ(T,0)])
+
+    with E the mean over training points μ and seeds, and ``output_update`` the RMS of
+    ``f(T) − f(0)`` over points and seeds. Networks that diverge are kept (their sizes are NaN or
+    inf) instead of raising.
+
     Args:
         X, y: training data (P, D), (P,).
         widths, depths: grid of N and L.
-        steps: updates before measuring.
+        steps: updates T before measuring.
         seeds: networks per grid point.
-        parameterization: as in :func:`dmft.simulate`; other keywords are passed to it.
+        parameterization: "depth-mup", "mup" or "sp"; other keywords (``activation``, ``eta0``,
+            ``gamma0``, …) are passed to :func:`dmft.simulate` (not ``two_time_layers`` or
+            ``throw``, which the check sets).
 
     Returns:
         :class:`CoordCheck`.
 
-    Example:
+    Raises:
+        ValueError, TypeError: bad input, as :func:`dmft.simulate` raises them.
+
+    Examples:
+        At init on orthonormal points (Kx = I) the first layer has ``H¹ = Kx``, so its feature
+        size is close to 1 at any width:
+
         >>> import numpy as np
-        >>> cc = coord_check(np.eye(2), np.array([1.0, -1.0]), widths=(32, 64), depths=(2,),
-        ...                  steps=2, seeds=1)
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> cc = dmft.coord_check(X, y, widths=(16, 32), depths=(2,), steps=3, seeds=4,
+        ...                       activation="linear")
         >>> cc.last_layer_updates().shape
         (2, 1)
+        >>> bool(abs(cc.feature_size[(32, 2)][0] - 1.0) < 0.2)
+        True
+        >>> print(cc)  # doctest: +ELLIPSIS
+        CoordCheck: RMS feature update of h^{L+1} after 3 steps (depth-mup)
+          N \\ L          2
+              16 ...
+              32 ...
     """
     feat, upd, out = {}, {}, {}
     for n in widths:

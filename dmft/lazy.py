@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dmft.activations import get_activation
+from dmft.io import Saveable
 from dmft.parameterization import scales
 
 
@@ -56,7 +57,43 @@ def _quadrature_expectations(act, H, nodes: int = 64):
 def gaussian_expectations(activation, H):
     """(Φ(H), Φ'(H)) = (E[φ(a)φ(b)], E[φ'(a)φ'(b)]) over (a, b) ~ N(0, H), per pair of points.
 
-    Exact for linear and ReLU; 64×64-node Gauss–Hermite quadrature for any other activation.
+    For every pair (μ, ν), (a, b) is a centred Gaussian pair with covariance
+    ``[[H_μμ, H_μν], [H_μν, H_νν]]`` (SPEC §6). Exact for linear (Φ = H, Φ' = 1) and ReLU (the
+    arc-cosine kernels: with ``cos θ = H_μν/√(H_μμH_νν)``,
+    ``Φ = √(H_μμH_νν)(sin θ + (π−θ) cos θ)/(2π)`` and ``Φ' = (π−θ)/(2π)``); for any other
+    activation a 64×64-node Gauss–Hermite product rule.
+    φ is evaluated in JAX's default float: for φ = sin and kernels of order one the result is
+    within 1e-15 of the closed form with 64-bit JAX, and within about 1e-7 in float32.
+
+    Args:
+        activation: a name or an elementwise callable, as for :func:`dmft.get_activation`.
+        H: (P, P) covariance matrix (symmetric, non-negative diagonal).
+
+    Returns:
+        ``(Φ, Φ')``: two (P, P) float64 NumPy arrays.
+
+    Raises:
+        ValueError: for an unknown activation name.
+
+    Examples:
+        >>> import numpy as np
+        >>> import jax.numpy as jnp
+        >>> import dmft
+        >>> phi, dphi = dmft.gaussian_expectations("relu", np.eye(2))
+        >>> phi.shape, float(phi[0, 0]), float(dphi[0, 1])  # E[relu(a)²] = H/2; Φ'(⊥) = 1/4
+        ((2, 2), 0.5, 0.25)
+        >>> bool(np.isclose(phi[0, 1], 1 / (2 * np.pi)))  # orthogonal points: √(H_μμH_νν)/(2π)
+        True
+
+        Quadrature, against ``E[sin a sin b] = e^{−(H_μμ+H_νν)/2} sinh H_μν``:
+
+        >>> H = np.array([[1.0, 0.5], [0.5, 2.0]])
+        >>> phi, dphi = dmft.gaussian_expectations(jnp.sin, H)
+        >>> damp = np.exp(-(np.diag(H)[:, None] + np.diag(H)[None, :]) / 2)
+        >>> bool(np.allclose(phi, damp * np.sinh(H), atol=1e-6))
+        True
+        >>> bool(np.allclose(dphi, damp * np.cosh(H), atol=1e-6))  # E[cos a cos b]
+        True
     """
     act = get_activation(activation)
     H = np.asarray(H, dtype=np.float64)
@@ -68,12 +105,22 @@ def gaussian_expectations(activation, H):
 
 
 @dataclasses.dataclass(frozen=True)
-class LazyKernels:
+class LazyKernels(Saveable):
     """Kernels at initialisation of the infinite-width network (frozen in the lazy limit).
 
+    Returned by :func:`lazy_kernels`; the recursion is in this module's docstring (SPEC §6).
+
     Attributes:
-        h_kernel, phi_kernel, g_kernel: (L+1, P, P) for ℓ = 1 … L+1.
-        ntk: (P, P), η₀ factored out.
+        h_kernel, phi_kernel, g_kernel: (L+1, P, P) Hˡ, Φˡ = Φ(Hˡ) and Gˡ for ℓ = 1 … L+1
+            (index ℓ − 1).
+        ntk: (P, P) the NTK of SPEC §2, η₀ factored out.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> k = dmft.lazy_kernels(np.eye(3, 4) * 2.0, depth=2)
+        >>> k.h_kernel.shape, k.g_kernel.shape, k.ntk.shape
+        ((3, 3, 3), (3, 3, 3), (3, 3))
     """
 
     h_kernel: np.ndarray
@@ -87,10 +134,45 @@ def lazy_kernels(
 ) -> LazyKernels:
     """Infinite-width kernels at initialisation by the recursion of SPEC §6.
 
-    Example:
+    With ``Kx = XXᵀ/D`` and ``branch² = β₀²/L^{2α}``::
+
+        H¹ = Kx,   Hˡ⁺¹ = Hˡ + branch² Φ(Hˡ),   Φˡ = Φ(Hˡ)
+        G^{L+1} = Φ'(H^{L+1}),   Gˡ = Gˡ⁺¹ ⊙ (1 + branch² Φ'(Hˡ))
+        K = Kx ⊙ G¹ + (β₀²/L) Σ_ℓ Gˡ⁺¹ ⊙ Φˡ + Φ^{L+1}
+
+    (Φ, Φ' from :func:`gaussian_expectations`). In "mup" and "sp" the branch is β₀ and the NTK's
+    block weight β₀² (:mod:`dmft.parameterization`). These are also the kernels of the lazy limit
+    γ₀ → 0 at every step; :func:`lazy_errors` gives the errors they imply.
+
+    Args:
+        X: inputs (P, D).
+        depth: L, the number of residual blocks.
+        activation: a name or an elementwise callable, as for :func:`dmft.get_activation`.
+        beta0: β₀. alpha: the branch exponent α.
+        parameterization: "depth-mup", "mup" or "sp".
+
+    Returns:
+        :class:`LazyKernels` with (L+1, P, P) layer kernels and the (P, P) NTK, in float64.
+
+    Raises:
+        ValueError: for an unknown activation or parameterization.
+
+    Examples:
+        Linear network, one point with Kx = 1: ``K_L = 2aᴸ + β₀²aᴸ⁻¹`` with ``a = 1 + β₀²/L``
+        (SPEC §6), 6.8359375 at L = 4, β₀ = 1:
+
         >>> import numpy as np
-        >>> float(lazy_kernels(np.ones((1, 1)), depth=4, activation="linear").ntk[0, 0])
+        >>> import dmft
+        >>> float(dmft.lazy_kernels(np.ones((1, 1)), depth=4, activation="linear").ntk[0, 0])
         6.8359375
+
+        ReLU, orthonormal points (Kx = I): on the diagonal ``Hˡ = rˡ⁻¹`` with
+        ``r = 1 + β₀²/(2L)``, so ``K_μμ = rᴸ + β₀² rᴸ⁻¹/4``:
+
+        >>> k = dmft.lazy_kernels(np.eye(3, 4) * 2.0, depth=2, activation="relu")
+        >>> r = 1 + 1.0**2 / (2 * 2)
+        >>> k.ntk.shape, bool(abs(k.ntk[0, 0] - (r**2 + r / 4)) < 1e-8)
+        ((3, 3), True)
     """
     X = np.asarray(X, dtype=np.float64)
     sc = scales(
@@ -124,7 +206,29 @@ def lazy_kernels(
 def lazy_errors(ntk, y, *, eta0, steps: int, batch_masks=None):
     """Errors Δ(t), t = 0..steps, of GD on a frozen NTK: Δ(t+1) = Δ(t) − η₀ K (m_t ⊙ Δ(t)) / |B_t|.
 
-    With full batch this is ``(I − η₀K/P)ᵗ y``. Returns (steps+1, P).
+    With full batch this is ``(I − η₀K/P)ᵗ y`` (SPEC §6), the exact lazy-limit (γ₀ → 0) training
+    errors ``Δ = y − f`` with f(0) = 0; the loss is ``Σ_μ Δ_μ(t)²/(2P)``.
+
+    Args:
+        ntk: (P, P) the NTK K, η₀ factored out (e.g. ``lazy_kernels(...).ntk``).
+        y: (P,) targets, which are the errors at t = 0.
+        eta0: η₀.
+        steps: number of updates T.
+        batch_masks: optional (steps, P) 0/1 minibatch masks m_t, e.g. from
+            :func:`dmft.batch_schedule`; |B_t| = Σ_μ m_t[μ]. None: full batch.
+
+    Returns:
+        (steps+1, P) float64 array of Δ(t).
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> delta = dmft.lazy_errors(np.array([[2.0]]), np.array([1.0]), eta0=0.25, steps=3)
+        >>> delta.ravel().tolist()  # (1 − 0.25·2/1)ᵗ
+        [1.0, 0.5, 0.25, 0.125]
+        >>> masks = dmft.batch_schedule(3, 1, 4, seed=0)
+        >>> dmft.lazy_errors(np.eye(3), np.ones(3), eta0=0.5, steps=4, batch_masks=masks).shape
+        (5, 3)
     """
     K = np.asarray(ntk, dtype=np.float64)
     delta = np.asarray(y, dtype=np.float64).copy()

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dmft.progress import tick
+
 
 def momentum_weights(steps: int, momentum: float, dtype):
     """(T+1, T+1) matrix m[t, s] = (1 − μ^{t−s})/(1 − μ) for s < t, else 0 (μ = 0 gives 1)."""
@@ -54,7 +56,19 @@ def memory_bytes(*, depth: int, steps: int, n_points: int, itemsize: int) -> int
 
 
 def solve_linear(
-    Kx, y, omega, eta0, beta0, gamma0, *, depth, steps, alpha, momentum, responses=True
+    Kx,
+    y,
+    omega,
+    eta0,
+    beta0,
+    gamma0,
+    *,
+    depth,
+    steps,
+    alpha,
+    momentum,
+    responses=True,
+    progress=False,
 ):
     """Time-march the exact linear DMFT (see module docstring).
 
@@ -125,6 +139,8 @@ def solve_linear(
         return lax.dynamic_update_slice(jnp.zeros((Pt, Z), dt), eye, (0, col0))
 
     def time_step(t, state):
+        if progress:
+            tick(t)
         Rh, Rg, Phi, G, f = state
         rows = t * Pt
         delta = y[None, :] - f  # rows s >= t are multiplied by zero weights below

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dmft.linear_closure import momentum_weights
+from dmft.progress import tick
 
 
 def memory_bytes(*, depth: int, steps: int, n_points: int, samples: int, itemsize: int) -> int:
@@ -105,6 +106,7 @@ def solve_mc(
     rtol,
     responses=True,
     segments=4,
+    progress=False,
 ):
     """Time-march the Monte Carlo DMFT with ``samples`` sites (see module docstring).
 
@@ -178,6 +180,8 @@ def solve_mc(
         zu_k, zr_k = zu[..., :Mk], zr[..., :Mk]
 
         def time_step(t, st):
+            if progress:
+                tick(t)
             rows = t * Pt
             delta = y[None, :] - st["f"]
             eps = (eta0 * gamma0 * mw[t][:n_t, None] * omega[:n_t] * delta[:n_t]).reshape(Mk)

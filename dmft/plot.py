@@ -10,7 +10,30 @@ import numpy as np
 
 def save_figure(fig, path, dpi=120) -> None:
     """Save ``fig`` to ``path`` atomically (a temporary file, then a rename), creating the
-    folder: a reader never sees a half-written image."""
+    folder: a reader never sees a half-written image.
+
+    Args:
+        fig: a Matplotlib figure.
+        path: the file; its extension picks the format (png when it has none).
+        dpi: resolution of raster formats.
+
+    Raises:
+        ValueError: a format Matplotlib cannot write. OSError: the folder cannot be created.
+
+    Examples:
+        >>> import os
+        >>> import tempfile
+        >>> import matplotlib.pyplot as plt
+        >>> import dmft
+        >>> fig, ax = plt.subplots()
+        >>> _ = ax.plot([0, 1], [1, 0])
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "figures", "line.png")
+        ...     dmft.save_figure(fig, path)
+        ...     print(sorted(os.listdir(os.path.dirname(path))))
+        ['line.png']
+        >>> plt.close(fig)
+    """
     from dmft.cache import atomic_path
 
     with atomic_path(path) as tmp:
@@ -27,7 +50,30 @@ def _axes(ax, ncols=1, size=(4.5, 3.4)):
 
 def plot_loss(result, *, ax=None, label=None, field="loss", color=None, logy=True):
     """Loss against step: the ensemble mean with a ±2 standard-error band for a simulation,
-    the curve (with its Monte Carlo band, if any) for a DMFT solution."""
+    the curve (with its ±2 standard-error Monte Carlo band, if any) for a DMFT solution.
+
+    Args:
+        result: a :class:`dmft.SimulationResult` (seeds first) or a :class:`dmft.Solution`.
+        ax: the axis to draw on (None: a new figure).
+        label: legend entry (a legend is drawn when given). color: line colour.
+        field: "loss" or "test_loss" (the result must have a test set).
+        logy: logarithmic loss axis.
+
+    Returns:
+        ``(fig, ax)``.
+
+    Examples:
+        >>> import matplotlib.pyplot as plt
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> res = dmft.simulate(X, y, width=16, depth=2, activation="linear", steps=3, seeds=4,
+        ...                     center=True)
+        >>> fig, ax = dmft.plot_loss(res, label="N = 16")
+        >>> len(ax.lines), ax.get_yscale(), ax.get_xlabel()
+        (1, 'log', 'step t')
+        >>> plt.close(fig)
+    """
     fig, ax = _axes(ax)
     y = np.asarray(getattr(result, field))
     if y.ndim == 2:  # seeds first
@@ -50,7 +96,27 @@ def plot_loss(result, *, ax=None, label=None, field="loss", color=None, logy=Tru
 
 def plot_coord_check(cc, *, axes=None):
     """Two panels: the last layer's feature update against N (one line per L) and against L
-    (one line per N), log–log. Flat lines mean the parameterization is stable."""
+    (one line per N), log–log. Flat lines mean the parameterization is stable.
+
+    Args:
+        cc: a :class:`dmft.CoordCheck`.
+        axes: two axes to draw on (None: a new figure).
+
+    Returns:
+        ``(fig, axes)``.
+
+    Examples:
+        >>> import matplotlib.pyplot as plt
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> cc = dmft.coord_check(X, y, widths=(16, 32), depths=(2,), steps=3, seeds=4,
+        ...                       activation="linear")
+        >>> fig, axes = dmft.plot_coord_check(cc)
+        >>> len(axes), axes[0].get_xlabel(), axes[1].get_xlabel()
+        (2, 'width N', 'depth L')
+        >>> plt.close(fig)
+    """
     fig, axes = _axes(axes, ncols=2)
     upd = cc.last_layer_updates()
     for j, L in enumerate(cc.depths):
@@ -90,9 +156,36 @@ def plot_convergence(
     3. Joint: ``|E[q_{N,L}] − q_{∞,∞}|`` (RMS over elements) against N per depth, with the
        fitted model (``joint_terms``, over L >= ``min_depth``) as lines.
 
-    Every deviation is summarised over time by ``time`` ("mean", "final" or a step).
+    Every deviation is summarised over time by ``time`` ("mean", "final" or a step). Without
+    an L = ∞ solve, or with a single depth, only the width panel is drawn. A depth fit whose
+    bias is not above the ensemble's noise is drawn as data only, with no line.
 
-    Returns the figure and the axes.
+    Args:
+        study: a :class:`dmft.ConvergenceStudy` with at least two widths.
+        quantity: one of the study's ``quantities``.
+        time: "mean" over t = 1 … T, "final", or a step index.
+        width: the width of the depth panel (one of ``study.widths``; default the largest).
+        min_depth, correction: as for :func:`dmft.fit_depth_rate`.
+        joint_terms: the terms of the joint model, as for :func:`dmft.fit_joint`.
+        axes: three axes (one without the limit) to draw on (None: a new figure).
+
+    Returns:
+        ``(fig, axes)`` with ``axes`` a NumPy array of three axes (or one).
+
+    Raises:
+        ValueError: as the fits raise it (e.g. fewer than two widths).
+
+    Examples:
+        >>> import matplotlib.pyplot as plt
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> fig, axes = dmft.plot_convergence(study, "ntk")
+        >>> len(axes), axes[0].get_xlabel(), axes[1].get_xlabel()
+        (3, 'width N', 'depth L')
+        >>> plt.close(fig)
     """
     from dmft.convergence import _time_summary, fit_depth_rate, fit_width_rate
 
@@ -154,7 +247,31 @@ def plot_joint_fit(
 ):
     """``|E[q_{N,L}] − q_{∞,∞}|`` (RMS over elements, ±2 standard errors) against N, one colour
     per depth >= ``min_depth``, with the fitted model (sum of ``terms``) as lines; the title
-    gives χ²/dof. Returns the figure and the axis."""
+    gives χ²/dof. Returns the figure and the axis.
+
+    Args:
+        study: a :class:`dmft.ConvergenceStudy` solved with ``limit=True``.
+        quantity, time, terms, min_depth: as for :func:`dmft.fit_joint`.
+        ax: the axis to draw on (None: a new figure).
+
+    Returns:
+        ``(fig, ax)``.
+
+    Raises:
+        ValueError: as :func:`dmft.fit_joint` raises it.
+
+    Examples:
+        >>> import matplotlib.pyplot as plt
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> study = dmft.convergence_study(X, y, widths=(16, 32), depths=(2, 4), seeds=4,
+        ...     limit_depths=(2, 4), steps=3, activation="linear", center=True)
+        >>> fig, ax = dmft.plot_joint_fit(study, "ntk")
+        >>> len(ax.lines) >= 2, ax.get_title().startswith("1/N + 1/L (lines): χ²/dof")
+        (True, True)
+        >>> plt.close(fig)
+    """
     from dmft.convergence import fit_joint
 
     fig, ax = _axes(ax)

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from dmft.errors import DivergenceError
+from dmft.io import Saveable
 
 
 def _shape(x):
@@ -21,7 +22,7 @@ def _shape(x):
 
 
 @dataclasses.dataclass(frozen=True)
-class SimulationResult:
+class SimulationResult(Saveable):
     """An ensemble of trained finite networks.
 
     Attributes:
@@ -38,6 +39,19 @@ class SimulationResult:
         params: trained parameters {"W0", "Ws", "w"} with a seeds axis, if asked for.
         two_time_layers: the ℓ values (1-based) of the two-time kernels.
         settings: the arguments that produced the result.
+
+    ``mean(field)`` and ``stderr(field)`` average over seeds; ``status`` says whether any seed
+    diverged; ``save(path)`` writes the result (see :func:`dmft.save`).
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> res = dmft.simulate(np.eye(2), np.array([1.0, -1.0]), width=32, depth=2,
+        ...                     eta0=0.1, steps=3, seeds=4)
+        >>> res.loss.shape, res.ntk.shape, res.phi_kernel.shape
+        ((4, 4), (4, 4, 2, 2), (4, 3, 4, 2, 2))
+        >>> res.mean("loss").shape, res.status
+        ((4,), 'ok')
     """
 
     loss: Any
@@ -135,7 +149,7 @@ jax.tree_util.register_dataclass(
 
 
 @dataclasses.dataclass(frozen=True)
-class Solution:
+class Solution(Saveable):
     """The N → ∞ DMFT at finite depth (SPEC §3): one trajectory, no seeds axis.
 
     Field names and per-run shapes match :class:`SimulationResult`, so the two compare field by
@@ -168,6 +182,19 @@ class Solution:
         memory_estimate: bytes the solver estimated before starting.
         method: "linear-exact" or "monte-carlo".
         settings: the arguments that produced the solution.
+
+    ``status`` is "ok" or a sentence saying what went wrong and what to change; ``save(path)``
+    writes the solution (see :func:`dmft.save`).
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> sol = dmft.solve_dmft(np.eye(2), np.array([1.0, -1.0]), depth=2,
+        ...                       activation="linear", eta0=0.1, steps=3)
+        >>> sol.loss.shape, sol.ntk.shape, sol.phi_two_time.shape, sol.a_response.shape
+        ((4,), (4, 2, 2), (3, 4, 4, 2, 2), (2, 4, 4, 2, 2))
+        >>> sol.method, sol.status, bool(sol.converged)
+        ('linear-exact', 'ok', True)
     """
 
     loss: Any

@@ -22,11 +22,25 @@ def batch_schedule(n_points: int, batch_size: int | None, steps: int, seed: int 
 
     Returns:
         Array (steps, n_points) of float64 with ``mask[t, μ] = 1`` when μ is in the batch of step t.
-        The loss gradient of step t is ``Σ_μ mask[t, μ] Δ_μ ∂f_μ / |B_t|``.
+        Step t minimises ``Σ_μ mask[t, μ] Δ_μ² / (2|B_t|)`` with ``|B_t| = Σ_μ mask[t, μ]``: its
+        gradient is ``−Σ_μ mask[t, μ] Δ_μ ∇f_μ / |B_t|`` (SPEC §3, minibatch SGD).
 
-    Example:
-        >>> batch_schedule(4, 2, 3, seed=0).sum(axis=1)
-        array([2., 2., 2.])
+    Raises:
+        ValueError: ``n_points`` < 1, ``steps`` < 0, or ``batch_size`` outside [1, P].
+        TypeError: a count that is not an int.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> mask = dmft.batch_schedule(4, 2, 3, seed=0)
+        >>> mask.shape, mask.sum(axis=1).tolist()
+        ((3, 4), [2.0, 2.0, 2.0])
+        >>> bool(np.all(dmft.batch_schedule(4, None, 3) == 1))  # full batch
+        True
+        >>> dmft.batch_schedule(4, 5, 3)
+        Traceback (most recent call last):
+            ...
+        ValueError: `batch_size` must be in [1, 4], got 5
     """
     n_points = check_int("n_points", n_points, minimum=1)
     steps = check_int("steps", steps, minimum=0)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from tqdm import tqdm
 
 from dmft import network
+from dmft import progress as progress_bar
 from dmft.activations import Activation
 from dmft.parameterization import scales
 from dmft.results import SimulationResult
@@ -48,6 +49,7 @@ class _Config:
     n_train: int
     return_params: bool = False
     flow_substeps: int = 0  # > 0: gradient flow by Heun's method, this many steps per interval
+    progress: bool = False  # report each step to the open progress bar
 
 
 def _make_optimizer(cfg: _Config, sc) -> optax.GradientTransformation:
@@ -131,6 +133,8 @@ def _train_one(key, X_all, y, y_test, masks, eta0, beta0, gamma0, cfg: _Config):
 
     def step(carry, mask):
         params, opt_state = carry
+        if cfg.progress:
+            progress_bar.tick(mask)
         if cfg.flow_substeps:
             out, (h, g, delta) = evaluate(params)
             # the first substep starts from the fields evaluate() already computed
@@ -206,7 +210,36 @@ def estimate_memory(
     two_time_layers=(),
     dtype=jnp.float32,
 ) -> int:
-    """Estimated peak bytes to simulate ``seeds`` networks at once (no chunking)."""
+    """Estimated peak bytes to simulate ``seeds`` networks at once (no chunking).
+
+    What :func:`simulate` uses to size its chunks of seeds; nothing is allocated. Per network,
+    with ``n = ND + LN² + N`` weights, Q test points and k two-time layers, it counts
+    ``itemsize × [(4 + o)·n + 6(L+1)N(P+Q) + (T+1)(3(L+1)P² + P² + 2(P+Q))
+    + k(T+1)(3NP + 3(T+1)P²)]``: weights, gradients, updates and new weights (plus o = 2
+    optimizer states for Adam, 1 for momentum), activations, the recorded order parameters and
+    the two-time features and kernels.
+
+    Args:
+        width: N. depth: L. n_points: P training points. dim: D input dimension.
+        steps: number of updates T. seeds: networks at once. n_test: Q test points.
+        optimizer: "gd", "sgd" or "adam". momentum: heavy-ball coefficient (> 0 adds a state).
+        two_time_layers: the layers whose two-time kernels are kept, as in :func:`simulate`.
+        dtype: float32 (the default here) or float64.
+
+    Returns:
+        The estimate in bytes, an int proportional to ``seeds``.
+
+    Raises:
+        TypeError: ``dtype`` is not a NumPy dtype. The other arguments are not validated.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> dmft.estimate_memory(width=16, depth=2, n_points=3, dim=4, steps=3, seeds=4)
+        57856
+        >>> dmft.estimate_memory(width=16, depth=2, n_points=3, dim=4, steps=3, dtype=np.float64)
+        28928
+    """
     cfg = _Config(
         width,
         depth,
@@ -253,7 +286,7 @@ def simulate(
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     throw: bool = True,
-    progress: bool = False,
+    progress: bool | None = None,
     return_params: bool = False,
 ) -> SimulationResult:
     """Train an ensemble of finite residual networks (SPEC §1) and record order parameters.
@@ -288,9 +321,12 @@ def simulate(
         dtype: float32 or float64 (default: JAX's default float).
         chunk_size: seeds per compiled batch (default: as many as fit ``memory_budget`` bytes,
             and on CPU at most about 4M weights per batch, which streams faster).
+        memory_budget: bytes one chunk of seeds may use, by :func:`dmft.estimate_memory`
+            (default 2 GiB).
         throw: raise :class:`dmft.DivergenceError` if a loss becomes non-finite; with False the
             result's ``status`` and ``diverged_step`` say so instead.
-        progress: show a progress bar over chunks.
+        progress: show a progress bar over training steps (of every chunk of seeds). None (default):
+            only when standard error is a terminal outside CI; never inside ``jit``/``vmap``.
         return_params: also return the trained parameters (``result.params``, seeds first).
 
     Returns:
@@ -300,13 +336,23 @@ def simulate(
         ValueError, TypeError: bad input, before any compilation.
         DivergenceError: a non-finite loss, when ``throw``.
 
-    Example:
-        >>> import numpy as np, dmft
-        >>> X = np.eye(2); y = np.array([1.0, -1.0])
-        >>> res = dmft.simulate(X, y, width=64, depth=2, steps=5, seeds=2)
-        >>> res.loss.shape
-        (2, 6)
+    Examples:
+        Four linear networks of width 16 and depth 2 on three orthonormal points (Kx = I),
+        three steps; with ``center=True`` the output starts at 0, so ``loss(0) = Σ y²/(2P)``:
+
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> res = dmft.simulate(X, y, width=16, depth=2, activation="linear", steps=3, seeds=4,
+        ...                     center=True)
+        >>> res.loss.shape, res.predictions.shape, res.ntk.shape, res.phi_kernel.shape
+        ((4, 4), (4, 4, 3), (4, 4, 3, 3), (4, 3, 4, 3, 3))
+        >>> bool(np.all(res.loss[:, 0] == 0.5)), res.status
+        (True, 'ok')
+        >>> res.mean("loss").shape, res.stderr("loss").shape
+        ((4,), (4,))
     """
+    start = time.perf_counter()
     X, y = check_data(X, y)
     P, D = X.shape
     width = check_int("width", width, minimum=1)
@@ -367,6 +413,7 @@ def simulate(
         P,
         bool(return_params),
         substeps if flow else 0,
+        progress_bar.enabled(progress, eta0, beta0, gamma0, X, y),
     )
     n_all = P + (0 if X_test is None else X_test.shape[0])
     if chunk_size is None:
@@ -398,13 +445,15 @@ def simulate(
     if pad:
         keys = jnp.concatenate([keys, jax.random.split(jax.random.PRNGKey(seed + 1), pad)])
     parts = []
-    for c in tqdm(range(n_chunks), disable=not progress, desc="seed chunks"):
-        # full-precision products (GPUs default float32 products to TF32, ~1e-3 relative)
-        with jax.default_matmul_precision("highest"):
-            chunk = _run_chunk(
-                keys[c * chunk_size : (c + 1) * chunk_size], X_all, yj, ytj, masks, *phys, cfg
-            )
-        parts.append(jax.tree_util.tree_map(np.asarray, chunk))
+    bar = progress_bar.bar(n_chunks * steps, f"networks N={width} L={depth}", cfg.progress)
+    with bar:
+        for c in range(n_chunks):
+            # full-precision products (GPUs default float32 products to TF32, ~1e-3 relative)
+            with jax.default_matmul_precision("highest"):
+                chunk = _run_chunk(
+                    keys[c * chunk_size : (c + 1) * chunk_size], X_all, yj, ytj, masks, *phys, cfg
+                )
+            parts.append(jax.tree_util.tree_map(np.asarray, chunk))
     out = jax.tree_util.tree_map(lambda *a: np.concatenate(a)[:seeds], *parts)
 
     finite = np.isfinite(out["loss"])
@@ -450,6 +499,7 @@ def simulate(
     )
     if throw:
         result.raise_if_diverged()
+    object.__setattr__(result, "_timings", {"wall_seconds": time.perf_counter() - start})
     return result
 
 

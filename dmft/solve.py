@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import numpy as np
 from jax import lax
 
 from dmft import linear_closure, monte_carlo
+from dmft import progress as progress_bar
 from dmft.errors import ConvergenceError, DivergenceError
 from dmft.network import input_kernel, ntk_from_kernels
 from dmft.results import Solution
@@ -42,13 +44,12 @@ SIMULATOR_ONLY = (
     "memory_budget",
     "return_params",
     "two_time_layers",
-    "progress",
     "substeps",
 )
 
 _linear = jax.jit(
     linear_closure.solve_linear,
-    static_argnames=("depth", "steps", "alpha", "momentum", "responses"),
+    static_argnames=("depth", "steps", "alpha", "momentum", "responses", "progress"),
 )
 
 
@@ -91,6 +92,7 @@ _monte_carlo = jax.jit(
         "samples",
         "rtol",
         "responses",
+        "progress",
     ),
 )
 
@@ -151,6 +153,7 @@ def solve_dmft(
     dtype=None,
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     throw: bool = True,
+    progress: bool | None = None,
     **simulator_only,
 ) -> Solution:
     """Solve the infinite-width DMFT of SPEC §3 at depth L, or its L → ∞ limit.
@@ -222,6 +225,9 @@ def solve_dmft(
         throw: raise :class:`dmft.DivergenceError` on a non-finite loss and
             :class:`dmft.ConvergenceError` above ``tol``; with False the solution's ``status``,
             ``converged`` and ``diverged_step`` report them.
+        progress: show a progress bar (time steps done, rate, time left, and after each
+            depth of a ladder its loss and Monte Carlo error). None (default): only when
+            standard error is a terminal outside CI; never inside ``jit``/``vmap``.
         **simulator_only: ``width``, ``seeds``, ``center``, … are accepted and ignored, so one
             dict of settings drives both ``simulate`` and ``solve_dmft``.
 
@@ -233,13 +239,26 @@ def solve_dmft(
         DivergenceError: when ``throw`` and the loss becomes non-finite.
         ConvergenceError: when ``throw`` and the Monte Carlo error exceeds ``tol``.
 
-    Example:
-        >>> import numpy as np, dmft
+    Examples:
+        The lazy limit of a linear network on one point reproduces the closed form of SPEC §6,
+        K = 2a^L + β₀²a^{L−1} with a = 1 + β₀²/L (6.8359375 for L = 4):
+
+        >>> import numpy as np
+        >>> import dmft
         >>> sol = dmft.solve_dmft(np.ones((1, 1)), np.ones(1), depth=4, activation="linear",
         ...                       gamma0=1e-4, eta0=0.05, steps=3)
         >>> round(float(sol.ntk[0, 0, 0]), 4)
         6.8359
+
+        A ReLU network by Monte Carlo, with the standard error of its loss:
+
+        >>> X = np.eye(2); y = np.array([1.0, -1.0])
+        >>> sol = dmft.solve_dmft(X, y, depth=2, activation="relu", eta0=0.1, steps=3,
+        ...                       samples=1024)
+        >>> sol.method, sol.loss.shape, bool(sol.loss_error[-1] < 0.05 * sol.loss[-1])
+        ('monte-carlo', (4,), True)
     """
+    start = time.perf_counter()
     unknown = set(simulator_only) - set(SIMULATOR_ONLY)
     if unknown:
         raise TypeError(f"solve_dmft() got unexpected keyword arguments {sorted(unknown)}")
@@ -325,6 +344,7 @@ def solve_dmft(
             "points, use dtype='float32', or raise `memory_limit`"
         )
 
+    show = progress_bar.enabled(progress, eta0, beta0, gamma0, X, y)
     if check_only():
         return None
 
@@ -350,6 +370,7 @@ def solve_dmft(
         alpha=float(alpha),
         momentum=float(momentum),
         responses=bool(responses),
+        progress=show,
     )
     settings = dict(
         depth=depth,
@@ -378,17 +399,25 @@ def solve_dmft(
             return _solve_once(problem, L, eta0, steps, part=part)
         return _solve_flow(problem, L, t_max, steps, flow_order, part=part)
 
-    if depth == math.inf:
-        ladder = []
-        for k, L in enumerate(depths):
-            member = {key: v for key, v in settings.items() if key != "depths"}
-            member["depth"] = L
-            ladder.append(
-                dataclasses.replace(at_depth(L, part=2 * k), settings=tuple(member.items()))
-            )
-        solution = _depth_limit(problem, depths, ladder)
-    else:
-        solution = at_depth(depth, part=0)
+    # one bar tick per time step of every march (and of every Monte Carlo replica)
+    marches = (steps + 1) + (2 * steps + 1 if flow and flow_order == 2 else 0)
+    total = marches * (1 if exact else replicas) * (len(depths) if depth == math.inf else 1)
+    desc = f"DMFT {act.name} L={'∞' if depth == math.inf else depth}"
+    with progress_bar.bar(total, desc, show) as bar:
+        if depth == math.inf:
+            ladder = []
+            for k, L in enumerate(depths):
+                member = {key: v for key, v in settings.items() if key != "depths"}
+                member["depth"] = L
+                rung = at_depth(L, part=2 * k)
+                ladder.append(dataclasses.replace(rung, settings=tuple(member.items())))
+                if show:
+                    bar.set_postfix_str(f"L={L}: {_summary(rung)}")
+            solution = _depth_limit(problem, depths, ladder)
+        else:
+            solution = at_depth(depth, part=0)
+        if show:
+            bar.set_postfix_str(_summary(solution))
     solution = dataclasses.replace(
         solution, memory_estimate=int(estimate), settings=tuple(settings.items())
     )
@@ -399,7 +428,17 @@ def solve_dmft(
             raise ConvergenceError(
                 solution.status, iterations=1, residual=float(np.max(solution.residuals))
             )
+    if not is_traced(solution.loss):
+        object.__setattr__(solution, "_timings", {"wall_seconds": time.perf_counter() - start})
     return solution
+
+
+def _summary(sol) -> str:
+    """The final loss and the residual the solve is judged on, for a progress bar."""
+    loss = float(np.asarray(sol.loss)[-1])
+    if sol.method == "monte-carlo":
+        return f"loss {loss:.4g}, MC rel. error {float(np.max(np.asarray(sol.residuals))):.2g}"
+    return f"loss {loss:.4g}"
 
 
 def _solve_once(problem, depth, eta0, steps, *, part):
@@ -476,6 +515,7 @@ def _march(p, Kx, omega, scalars, common_static, part):
             jnp.asarray(omega, dt),
             *scalars,
             responses=p["responses"],
+            progress=p["progress"],
             **common_static,
         )
         return out, None
@@ -494,6 +534,7 @@ def _march(p, Kx, omega, scalars, common_static, part):
         samples=p["samples"],
         rtol=float(np.sqrt(np.finfo(dt).eps)) ** 1.5,
         responses=p["responses"],
+        progress=p["progress"],
         **common_static,
     )
 

@@ -2,7 +2,7 @@
 
 In depth-μP the loss after a fixed budget, as a function of η₀, converges as N, L → ∞, so the
 best η₀ found on a small network transfers to a large one. :func:`hyperparameter_sweep` measures
-that curve for a grid of widths and depths; :func:`best_value` reads off the optimum.
+that curve for a grid of widths and depths; :meth:`Sweep.best_value` reads off the optimum.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import dataclasses
 
 import numpy as np
 
+from dmft.io import Saveable
 from dmft.simulate import simulate
 
 
 @dataclasses.dataclass(frozen=True)
-class Sweep:
+class Sweep(Saveable):
     """Loss after the budget for every (width, depth, value).
 
     Attributes:
@@ -27,6 +28,19 @@ class Sweep:
         stderr: same shape, standard error over seeds.
         field: "loss" or "test_loss".
         settings: the other keyword arguments.
+
+    Returned by :func:`hyperparameter_sweep`.
+
+    Examples:
+        >>> import numpy as np
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> sweep = dmft.hyperparameter_sweep(X, y, values=[0.05, 0.5, 1e3], widths=(16,),
+        ...     depths=(2,), steps=3, seeds=4, activation="linear", center=True)
+        >>> sweep.loss.shape, sweep.stderr.shape  # (widths, depths, values)
+        ((1, 1, 3), (1, 1, 3))
+        >>> sweep.best_index().tolist()
+        [[1]]
     """
 
     name: str
@@ -43,6 +57,7 @@ class Sweep:
         return np.argmin(self.loss, axis=-1)
 
     def best_value(self) -> np.ndarray:
+        """(len(widths), len(depths)) the value with the lowest loss."""
         return np.asarray(self.values)[self.best_index()]
 
 
@@ -62,14 +77,43 @@ def hyperparameter_sweep(
 ) -> Sweep:
     """Final loss of simulated networks over a grid of one hyperparameter, widths and depths.
 
-    The swept value is passed as a traced scalar, so each (width, depth) compiles once.
+    For every (N, L, value) it trains ``seeds`` networks with :func:`dmft.simulate` and records
+    the ensemble mean of ``field`` after ``steps`` updates, and its standard error; an ensemble
+    in which any network diverged gets ``inf`` (nothing is raised). ``eta0``, ``beta0`` and
+    ``gamma0`` reach the compiled step as traced scalars, so each (width, depth) compiles once
+    for all their values; any other swept keyword recompiles per value.
 
-    Example:
+    Args:
+        X, y: training data (P, D), (P,).
+        name: the swept keyword of :func:`dmft.simulate`; it must take a float ("eta0",
+            "gamma0", "beta0", "momentum", "alpha", ...).
+        values: (V,) the grid of values.
+        widths, depths: the network sizes.
+        steps: the budget T of updates.
+        seeds: networks per (width, depth, value).
+        field: "loss", or "test_loss" (pass ``X_test`` and ``y_test``).
+        progress: show a progress bar while training.
+        **kwargs: the other keywords of :func:`dmft.simulate`.
+
+    Returns:
+        :class:`Sweep` with (len(widths), len(depths), V) arrays ``loss`` and ``stderr``.
+
+    Raises:
+        ValueError, TypeError: bad input, as :func:`dmft.simulate` raises them.
+
+    Examples:
+        Three learning rates for linear networks: η₀ = 0.5 trains fastest in three steps and
+        η₀ = 1000 diverges (``inf``):
+
         >>> import numpy as np
-        >>> sw = hyperparameter_sweep(np.eye(2), np.array([1.0, -1.0]), values=[0.1, 1.0],
-        ...                           widths=(16,), depths=(2,), steps=3, seeds=1)
-        >>> sw.loss.shape
-        (1, 1, 2)
+        >>> import dmft
+        >>> X, y = np.eye(3, 4) * 2.0, np.array([1.0, -1.0, 1.0])
+        >>> sweep = dmft.hyperparameter_sweep(X, y, values=[0.05, 0.5, 1e3], widths=(16,),
+        ...     depths=(2,), steps=3, seeds=4, activation="linear", center=True)
+        >>> sweep.loss.shape
+        (1, 1, 3)
+        >>> sweep.best_value().tolist(), bool(np.isinf(sweep.loss[0, 0, 2]))
+        ([[0.5]], True)
     """
     values = np.asarray(values, dtype=float)
     loss = np.full((len(widths), len(depths), len(values)), np.inf)
