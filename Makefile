@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test lint bench bench-small figures clean
+.PHONY: demo test lint bench bench-small figures docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,15 @@ lint: $(STAMP)
 figures: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python scripts/make_figures.py
 
+# the documentation site, built into site/; warnings (a broken link or anchor, a docstring
+# griffe cannot parse) fail the build
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
@@ -34,4 +44,4 @@ bench-small: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python benchmarks/run_all.py --small
 
 clean:
-	rm -rf $(VENV) figures .pytest_cache
+	rm -rf $(VENV) figures site .pytest_cache
