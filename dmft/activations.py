@@ -21,7 +21,7 @@ class Activation:
 
     φ acts on the pre-activations, ``hˡ⁺¹ = hˡ + (β₀/L^α) Wˡ φ(hˡ)/√N``; φ' enters the backward
     fields ``gˡ = gˡ⁺¹ + (β₀/L^α) φ'(hˡ) ⊙ Wˡᵀgˡ⁺¹/√N`` (SPEC §2). Obtain one with
-    :func:`get_activation`.
+    ``get_activation``.
 
     Attributes:
         name: "linear", "relu", "tanh", or the callable's ``__name__``.
@@ -81,7 +81,7 @@ def _callable_deriv(fn):
 
 
 def get_activation(activation) -> Activation:
-    """Return the :class:`Activation` for a name or an elementwise callable.
+    """Return the ``Activation`` for a name or an elementwise callable.
 
     The built-in names are "linear" (φ(x) = x, φ' = 1), "relu" (φ(x) = max(x, 0), φ' the
     Heaviside step with φ'(0) = 0) and "tanh" (φ' = 1 − tanh²). For a callable, φ' is taken by
@@ -89,11 +89,11 @@ def get_activation(activation) -> Activation:
 
     Args:
         activation: one of "linear", "relu", "tanh"; an elementwise JAX-traceable callable
-            (array of any shape to one of the same shape); or an :class:`Activation`, returned
+            (array of any shape to one of the same shape); or an ``Activation``, returned
             unchanged.
 
     Returns:
-        :class:`Activation` whose ``name`` is the given name, or the callable's ``__name__``
+        ``Activation`` whose ``name`` is the given name, or the callable's ``__name__``
         ("custom" if it has none).
 
     Raises:

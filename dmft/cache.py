@@ -85,7 +85,7 @@ def write_npz(path, arrays: dict, meta: dict | None = None) -> None:
 
 
 def read_npz(path) -> tuple[dict, dict]:
-    """Read a file written by :func:`write_npz`: ``(arrays, meta)``. Raises ``OSError`` or
+    """Read a file written by ``write_npz``: ``(arrays, meta)``. Raises ``OSError`` or
     ``ValueError`` for a missing, truncated or corrupted file."""
     try:
         with np.load(os.fspath(path), allow_pickle=False) as data:

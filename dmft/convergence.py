@@ -1,18 +1,18 @@
 """How fast finite networks approach the DMFT limit in width N and depth L (SPEC §7).
 
-:func:`convergence_study` trains ensembles of networks over a grid of widths and depths, solves
+``convergence_study`` trains ensembles of networks over a grid of widths and depths, solves
 the DMFT for the same settings at every depth and at L = ∞, and returns a
-:class:`ConvergenceStudy` with the deviations of each quantity over training time. The fits
+``ConvergenceStudy`` with the deviations of each quantity over training time. The fits
 read rates off it:
 
-- :func:`fit_width_rate`: the exponent p of ``E[(q_N − q_∞)²] ∝ N^p`` (theory −1), the DMFT at
+- ``fit_width_rate``: the exponent p of ``E[(q_N − q_∞)²] ∝ N^p`` (theory −1), the DMFT at
   the same depth as q_∞, one exponent shared by every depth of the grid;
-- :func:`fit_depth_rate`: the exponent of ``|E[q_{N,L}] − q_{∞,∞}|`` in L at one width (theory −1),
+- ``fit_depth_rate``: the exponent of ``|E[q_{N,L}] − q_{∞,∞}|`` in L at one width (theory −1),
   or of the DMFT's own ``|q_{∞,L} − q_{∞,∞}|``;
-- :func:`fit_joint`: ``E[q_{N,L}] − q_{∞,∞} ≈ a/N + b/L`` over the whole grid, with residuals.
+- ``fit_joint``: ``E[q_{N,L}] − q_{∞,∞} ≈ a/N + b/L`` over the whole grid, with residuals.
 
 Exponents come with bootstrap intervals (seeds resampled within every grid cell). Finished
-points are cached on disk (:mod:`dmft.cache`), so an interrupted study resumes.
+points are cached on disk (``dmft.cache``), so an interrupted study resumes.
 """
 
 from __future__ import annotations
@@ -82,16 +82,19 @@ class RateFit(Saveable):
     """A power law ``y ≈ c·x^exponent`` fitted on a log–log scale.
 
     Attributes:
-        exponent: the fitted exponent. interval: its 95% interval (bootstrap over seeds, or
-            from the regression's t-distribution for deterministic data).
+        exponent: the fitted exponent.
+        interval: its 95% interval (bootstrap over seeds, or from the regression's
+            t-distribution for deterministic data).
         theory: the exponent SPEC §7 predicts.
-        x: (n,) the abscissae (widths or depths). y: (n, groups) the fitted values, one column
-            per group (depth for a width fit). yerr: same shape, their standard errors.
+        x: (n,) the abscissae (widths or depths).
+        y: (n, groups) the fitted values, one column per group (depth for a width fit).
+        yerr: same shape, their standard errors.
         intercepts: (groups,) log c per group.
-        quantity, kind: what was fitted ("width", "depth", "dmft-depth").
+        quantity: what was fitted.
+        kind: what was fitted ("width", "depth", "dmft-depth").
         correction: d of the next-order term ``d/x`` in the log (0 when not fitted).
 
-    Returned by :func:`fit_width_rate` and :func:`fit_depth_rate`; ``consistent`` says whether
+    Returned by ``fit_width_rate`` and ``fit_depth_rate``; ``consistent`` says whether
     ``theory`` lies in ``interval``, ``curve(x)`` evaluates the law.
 
     Examples:
@@ -142,20 +145,26 @@ class JointFit(Saveable):
     by weighted least squares.
 
     Attributes:
-        a, b: (elements,) or (T+1, elements) coefficients of 1/N and 1/L.
-        terms, coefficients: the model's terms and {term: coefficients}.
-        rms_a, rms_b: RMS over elements of a and b (the sizes of the two effects).
+        a: (elements,) or (T+1, elements) coefficients of 1/N.
+        b: (elements,) or (T+1, elements) coefficients of 1/L.
+        terms: the model's terms.
+        coefficients: {term: coefficients} for the model's terms.
+        rms_a: RMS over elements of a (the size of the 1/N effect).
+        rms_b: RMS over elements of b (the size of the 1/L effect).
         residuals: (widths, depths) RMS over elements of the standardized residuals
             ``(observed − model)/standard error``; about 1 where the model explains the grid.
-        chi2, dof: the weighted residual sum of squares and its degrees of freedom;
-            ``chi2/dof`` near 1 means the model explains the grid to within noise.
+        chi2: the weighted residual sum of squares; ``chi2/dof`` near 1 means the model
+            explains the grid to within noise.
+        dof: the degrees of freedom of ``chi2``.
         p_value: probability of a chi² at least this large if the model were exact.
-        observed, model, noise: (widths, depths) RMS over elements of the observed deviation,
-            of the model and of the standard error.
-        quantity: what was fitted. widths, depths: the grid points used (those at or above
-            ``min_width`` and ``min_depth``).
+        observed: (widths, depths) RMS over elements of the observed deviation.
+        model: (widths, depths) RMS over elements of the model.
+        noise: (widths, depths) RMS over elements of the standard error.
+        quantity: what was fitted.
+        widths: the widths used (those at or above ``min_width``).
+        depths: the depths used (those at or above ``min_depth``).
 
-    Returned by :func:`fit_joint`.
+    Returned by ``fit_joint``.
 
     Examples:
         >>> import numpy as np
@@ -209,7 +218,9 @@ class ConvergenceStudy(Saveable):
     """Networks over a grid of widths and depths next to their DMFT limits.
 
     Attributes:
-        widths, depths: the grid. seeds: networks per grid point.
+        widths: the grid's widths.
+        depths: the grid's depths.
+        seeds: networks per grid point.
         quantities: the compared quantities; each is stored as (…, T+1, elements): the loss
             (1 element), the NTK (P² elements), the predictions (P), and "kernels": Φˡ(t,t) and
             Gˡ(t,t) at depth fractions (ℓ − 1)/L = 0, ½, 1 (6P² elements).
@@ -221,12 +232,13 @@ class ConvergenceStudy(Saveable):
         limit_error: {quantity: (T+1, elements)} the extrapolation's error estimate (loss
             only; zeros elsewhere), or None.
         limit_depths: the depth ladder of the L = ∞ solve (empty when not solved).
-        times: (T+1,) the time of each point. settings: the shared settings.
+        times: (T+1,) the time of each point.
+        settings: the shared settings.
         timings: seconds spent in each part ("simulate", "solve", "limit") and per point.
         cached: how many points came from the cache.
 
-    Returned by :func:`convergence_study`; ``study.save(path)`` writes it and
-    :func:`load_study` reads it back. ``msd``, ``bias`` and ``dmft_depth_error`` give the
+    Returned by ``convergence_study``; ``study.save(path)`` writes it and
+    ``load_study`` reads it back. ``msd``, ``bias`` and ``dmft_depth_error`` give the
     deviations over time that the fits summarise.
 
     Examples:
@@ -307,16 +319,16 @@ class ConvergenceStudy(Saveable):
 
 
 def load_study(path) -> ConvergenceStudy:
-    """Read a study written by ``study.save(path)`` (or :func:`dmft.save`).
+    """Read a study written by ``study.save(path)`` (or ``dmft.save``).
 
     Args:
         path: the ``.npz`` file.
 
     Returns:
-        :class:`ConvergenceStudy`, equal field by field to the one saved.
+        ``ConvergenceStudy``, equal field by field to the one saved.
 
     Raises:
-        ValueError: the file holds another kind of result, or is damaged (see :func:`dmft.load`).
+        ValueError: the file holds another kind of result, or is damaged (see ``dmft.load``).
 
     Examples:
         >>> import os
@@ -340,7 +352,7 @@ def load_study(path) -> ConvergenceStudy:
 
 
 def _load_legacy_study(path) -> ConvergenceStudy:
-    """A study saved before :func:`dmft.save` existed (one ``__meta__`` JSON member)."""
+    """A study saved before ``dmft.save`` existed (one ``__meta__`` JSON member)."""
     arrays, meta = read_npz(path)
     if meta.get("kind") != "ConvergenceStudy":
         raise ValueError(f"{path} holds {meta.get('kind')!r}, not a ConvergenceStudy")
@@ -402,7 +414,8 @@ def convergence_study(
     finished point.
 
     Args:
-        X, y: training data (P, D), (P,).
+        X: training inputs (P, D).
+        y: training targets (P,).
         widths: network widths N (at least two for a width fit).
         depths: depths L (at least two for a depth fit).
         seeds: networks per (N, L) (>= 2).
@@ -413,20 +426,22 @@ def convergence_study(
         limit: also solve the DMFT at L = ∞ (``solve_dmft(depth=math.inf)``), the reference of
             the depth fits.
         limit_depths: the depth ladder of that solve.
-        solver_options: extra keywords for :func:`dmft.solve_dmft` only (``samples``,
+        solver_options: extra keywords for ``dmft.solve_dmft`` only (``samples``,
             ``replicas``, ``method``, ``tol``, ...).
         cache_dir: folder of finished points (None: keep nothing).
         progress: show a progress bar over points.
-        X_test, y_test: optional test set (for "test_loss").
-        **settings: keywords shared by :func:`dmft.simulate` and :func:`dmft.solve_dmft`
+        X_test: optional test inputs (for "test_loss").
+        y_test: optional test targets (for "test_loss").
+        **settings: keywords shared by ``dmft.simulate`` and ``dmft.solve_dmft``
             (``activation``, ``beta0``, ``gamma0``, ``eta0``, ``steps``, ``dynamics``, ``center``,
             ...).
 
     Returns:
-        :class:`ConvergenceStudy`.
+        ``ConvergenceStudy``.
 
     Raises:
-        ValueError, TypeError: bad input, before any compilation.
+        ValueError: bad input, before any compilation.
+        TypeError: bad input, before any compilation.
         RuntimeError: a DMFT solve did not finish with status "ok", or networks diverged.
 
     Examples:
@@ -661,10 +676,10 @@ def extrapolate_width(results, field: str = "loss"):
     means are fitted by weighted least squares on 1/N (each residual divided by that mean's
     standard error), and the intercept is returned with its standard error. This is the
     finite-width correction of SPEC §7 (the ensemble mean is biased by O(1/N)); use it to
-    compare networks with :func:`dmft.solve_dmft` at the same depth.
+    compare networks with ``dmft.solve_dmft`` at the same depth.
 
     Args:
-        results: :class:`dmft.SimulationResult` objects at two or more distinct widths (the
+        results: ``dmft.SimulationResult`` objects at two or more distinct widths (the
             same depth and settings), each with at least two seeds.
         field: a per-seed field of the results ("loss", "ntk", "predictions", ...).
 
@@ -709,7 +724,7 @@ def extrapolate_width(results, field: str = "loss"):
 
 
 def inverse_width_intercept(widths, means, ses):
-    """The array form of :func:`extrapolate_width`: ``means``, ``ses`` of shape (widths, ...)."""
+    """The array form of ``extrapolate_width``: ``means``, ``ses`` of shape (widths, ...)."""
     widths = np.asarray(widths, dtype=float)
     means, ses = np.asarray(means, dtype=float), np.asarray(ses, dtype=float)
     shape = means.shape[1:]
@@ -747,16 +762,17 @@ def fit_width_rate(
     SPEC §7: fluctuations of one network are O(N^{−1/2}), so ``E[(q_N − q_∞)²] ∝ 1/N``.
 
     Args:
-        study: a :class:`ConvergenceStudy` with at least two widths.
+        study: a ``ConvergenceStudy`` with at least two widths.
         quantity: one of the study's ``quantities``.
         depths: the depths to use (default: all of the study's).
         min_width: drop widths below this.
         time: how the deviation is summarised over training time: "mean" over t = 1 … T,
             "final", or one step index.
-        n_boot: bootstrap replicates. seed: their seed.
+        n_boot: bootstrap replicates.
+        seed: their seed.
 
     Returns:
-        :class:`RateFit` of kind "width" with theory −1; ``y`` is the (widths, depths) msd.
+        ``RateFit`` of kind "width" with theory −1; ``y`` is the (widths, depths) msd.
 
     Raises:
         ValueError: fewer than two widths >= ``min_width`` or no depth, or a bad ``time``.
@@ -860,7 +876,7 @@ def fit_depth_rate(
     when there are no more depths than parameters. SPEC §5 and §7: ``|q_{∞,L} − q_{∞,∞}| ∝ 1/L``.
 
     Args:
-        study: a :class:`ConvergenceStudy` solved with ``limit=True``.
+        study: a ``ConvergenceStudy`` solved with ``limit=True``.
         quantity: one of the study's ``quantities``.
         width: the width of the networks (one of ``study.widths``; default the largest).
         dmft: fit the DMFT's own depth error instead of the networks'.
@@ -868,10 +884,11 @@ def fit_depth_rate(
         correction: also fit the next-order term d/L (needs three depths).
         time: how the deviation is summarised over training time: "mean" over t = 1 … T,
             "final", or one step index.
-        n_boot: bootstrap replicates. seed: their seed.
+        n_boot: bootstrap replicates.
+        seed: their seed.
 
     Returns:
-        :class:`RateFit` of kind "depth" or "dmft-depth" with theory −1; ``y`` is (depths, 1).
+        ``RateFit`` of kind "depth" or "dmft-depth" with theory −1; ``y`` is (depths, 1).
 
     Raises:
         ValueError: the study has no L = ∞ solve, too few depths >= ``min_depth``, ``width``
@@ -982,14 +999,15 @@ def fit_joint(
     explains the grid (SPEC §7: ``E[q_{N,L}] − q_∞ ≈ a/N + b/L``).
 
     Args:
-        study: a :class:`ConvergenceStudy` solved with ``limit=True``.
+        study: a ``ConvergenceStudy`` solved with ``limit=True``.
         quantity: one of the study's ``quantities``.
         time: "mean" over t = 1 … T, "final", one step index, or "all" (one fit per step).
         terms: the model's terms.
-        min_width, min_depth: drop grid points below these.
+        min_width: drop grid points below this width.
+        min_depth: drop grid points below this depth.
 
     Returns:
-        :class:`JointFit`.
+        ``JointFit``.
 
     Raises:
         ValueError: the study has no L = ∞ solve, an unknown term, or no more grid points

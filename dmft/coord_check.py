@@ -18,10 +18,11 @@ from dmft.simulate import simulate
 
 @dataclasses.dataclass(frozen=True)
 class CoordCheck(Saveable):
-    """Result of :func:`coord_check`.
+    """Result of ``coord_check``.
 
     Attributes:
-        widths, depths: the grid.
+        widths: the grid's widths N.
+        depths: the grid's depths L.
         feature_size: {(N, L): (L+1,) RMS of hˡ(0)} for ℓ = 1 … L+1 (index ℓ − 1).
         update_size: {(N, L): (L+1,) RMS of hˡ(T) − hˡ(0)}.
         output_update: {(N, L): RMS of f(T) − f(0) over points and seeds} (a float).
@@ -75,7 +76,7 @@ def coord_check(
 ) -> CoordCheck:
     """Measure feature and update sizes for every (N, L) on the grid.
 
-    From the two-time kernels ``Hˡ(t,s) = hˡ(t)·hˡ(s)/N`` of every layer (SPEC §2), per layer::
+    From the two-time kernels ``Hˡ(t,s) = hˡ(t)·hˡ(s)/N`` of every layer (SPEC §2), per layer:
 
         feature_size = √(E[Hˡ_μμ(0,0)]),   update_size = √(E[Hˡ_μμ(T,T) + Hˡ_μμ(0,0) − 2Hˡ_μμ(T,0)])
 
@@ -84,19 +85,22 @@ def coord_check(
     inf) instead of raising.
 
     Args:
-        X, y: training data (P, D), (P,).
-        widths, depths: grid of N and L.
+        X: training inputs (P, D).
+        y: training targets (P,).
+        widths: grid of N.
+        depths: grid of L.
         steps: updates T before measuring.
         seeds: networks per grid point.
         parameterization: "depth-mup", "mup" or "sp"; other keywords (``activation``, ``eta0``,
-            ``gamma0``, …) are passed to :func:`dmft.simulate` (not ``two_time_layers`` or
+            ``gamma0``, …) are passed to ``dmft.simulate`` (not ``two_time_layers`` or
             ``throw``, which the check sets).
 
     Returns:
-        :class:`CoordCheck`.
+        ``CoordCheck``.
 
     Raises:
-        ValueError, TypeError: bad input, as :func:`dmft.simulate` raises them.
+        ValueError: bad input, as ``dmft.simulate`` raises it.
+        TypeError: bad input, as ``dmft.simulate`` raises it.
 
     Examples:
         At init on orthonormal points (Kx = I) the first layer has ``H¹ = Kx``, so its feature

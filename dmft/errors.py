@@ -6,8 +6,8 @@ from __future__ import annotations
 class DivergenceError(FloatingPointError):
     """A trajectory became non-finite. ``step`` is the first bad step.
 
-    Raised, when ``throw=True`` (the default), by :func:`dmft.simulate` if the training loss of
-    any network of the ensemble becomes NaN or ±inf, and by :func:`dmft.solve_dmft` if the DMFT
+    Raised, when ``throw=True`` (the default), by ``dmft.simulate`` if the training loss of
+    any network of the ensemble becomes NaN or ±inf, and by ``dmft.solve_dmft`` if the DMFT
     loss does. Gradient descent on a kernel K is stable only for ``η₀ λ_max(K)/P < 2`` (SPEC §6,
     ``Δ(t) = (I − η₀K/P)ᵗ y`` in the lazy limit), so a too-large ``eta0`` is the usual cause.
     With ``throw=False`` the result's ``status`` and ``diverged_step`` report it instead.
@@ -39,7 +39,7 @@ class DivergenceError(FloatingPointError):
 class ConvergenceError(RuntimeError):
     """A solve stopped short of its accuracy target.
 
-    Raised by :func:`dmft.solve_dmft` with ``throw=True`` (the default) when a Monte Carlo solve
+    Raised by ``dmft.solve_dmft`` with ``throw=True`` (the default) when a Monte Carlo solve
     misses ``tol``: the largest relative standard error of the loss over its replicas,
     ``max_t loss_error(t)/loss(t)``, exceeds ``tol``. The march is causal and not iterated, so
     ``iterations`` is 1 there and ``residual`` is that relative error. With ``throw=False`` the

@@ -7,7 +7,7 @@ versions, the device, the wall time of the call that produced the result when it
 convergence facts, and a SHA-256 digest of every array. Writing goes to a temporary file in the
 same folder that is renamed into place, so a reader (or a process killed mid-write) sees the old
 file or the new one, never a partial one. Reading checks the format version and the digest, so
-a truncated or altered file raises :class:`ValueError` instead of returning wrong numbers.
+a truncated or altered file raises ``ValueError`` instead of returning wrong numbers.
 """
 
 from __future__ import annotations
@@ -208,10 +208,10 @@ def _facts(result) -> dict:
 def save(result, path) -> None:
     """Write a result to ``path`` (an ``.npz`` file), atomically.
 
-    Every result type of the library can be saved: :class:`Solution`, :class:`SimulationResult`,
-    :class:`ConvergenceStudy`, :class:`RateFit`, :class:`JointFit`, :class:`Sweep`,
-    :class:`CoordCheck` and :class:`LazyKernels`. Arrays are stored with their dtype and shape
-    exactly; :func:`load` gives them back as NumPy arrays. The metadata records the settings,
+    Every result type of the library can be saved: ``Solution``, ``SimulationResult``,
+    ``ConvergenceStudy``, ``RateFit``, ``JointFit``, ``Sweep``,
+    ``CoordCheck`` and ``LazyKernels``. Arrays are stored with their dtype and shape
+    exactly; ``load`` gives them back as NumPy arrays. The metadata records the settings,
     the library, JAX and NumPy versions, the device, the wall time of the call when known, and
     the convergence facts (``status``, ``converged``, ``iterations``).
 
@@ -271,7 +271,7 @@ def read_metadata(path) -> dict:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a result written by :func:`save`, or is damaged.
+        ValueError: the file is not a result written by ``save``, or is damaged.
     """
     return _read(path)[1]
 
@@ -310,7 +310,7 @@ def _read(path):
 
 
 def load(path):
-    """Read a result written by :func:`save` (or by ``ConvergenceStudy.save``).
+    """Read a result written by ``save`` (or by ``ConvergenceStudy.save``).
 
     Returns the same kind of object that was saved, with every field equal to the saved one;
     arrays come back as NumPy arrays of the saved dtype and shape.

@@ -1,6 +1,6 @@
 """Closed forms of the lazy (γ₀ → 0) limit and of the kernels at initialisation (SPEC §6).
 
-Computed in NumPy float64, independently of the JAX code they are used to check::
+Computed in NumPy float64, independently of the JAX code they are used to check:
 
     H¹ = Kx,   Hˡ⁺¹ = Hˡ + branch² Φ(Hˡ),   Φˡ = Φ(Hˡ)
     G^{L+1} = Φ'(H^{L+1}),   Gˡ = Gˡ⁺¹ ⊙ (1 + branch² Φ'(Hˡ))
@@ -66,7 +66,7 @@ def gaussian_expectations(activation, H):
     within 1e-15 of the closed form with 64-bit JAX, and within about 1e-7 in float32.
 
     Args:
-        activation: a name or an elementwise callable, as for :func:`dmft.get_activation`.
+        activation: a name or an elementwise callable, as for ``dmft.get_activation``.
         H: (P, P) covariance matrix (symmetric, non-negative diagonal).
 
     Returns:
@@ -108,11 +108,12 @@ def gaussian_expectations(activation, H):
 class LazyKernels(Saveable):
     """Kernels at initialisation of the infinite-width network (frozen in the lazy limit).
 
-    Returned by :func:`lazy_kernels`; the recursion is in this module's docstring (SPEC §6).
+    Returned by ``lazy_kernels``; the recursion is in this module's docstring (SPEC §6).
 
     Attributes:
-        h_kernel, phi_kernel, g_kernel: (L+1, P, P) Hˡ, Φˡ = Φ(Hˡ) and Gˡ for ℓ = 1 … L+1
-            (index ℓ − 1).
+        h_kernel: (L+1, P, P) Hˡ for ℓ = 1 … L+1 (index ℓ − 1).
+        phi_kernel: (L+1, P, P) Φˡ = Φ(Hˡ) for ℓ = 1 … L+1 (index ℓ − 1).
+        g_kernel: (L+1, P, P) Gˡ for ℓ = 1 … L+1 (index ℓ − 1).
         ntk: (P, P) the NTK of SPEC §2, η₀ factored out.
 
     Examples:
@@ -134,25 +135,26 @@ def lazy_kernels(
 ) -> LazyKernels:
     """Infinite-width kernels at initialisation by the recursion of SPEC §6.
 
-    With ``Kx = XXᵀ/D`` and ``branch² = β₀²/L^{2α}``::
+    With ``Kx = XXᵀ/D`` and ``branch² = β₀²/L^{2α}``:
 
         H¹ = Kx,   Hˡ⁺¹ = Hˡ + branch² Φ(Hˡ),   Φˡ = Φ(Hˡ)
         G^{L+1} = Φ'(H^{L+1}),   Gˡ = Gˡ⁺¹ ⊙ (1 + branch² Φ'(Hˡ))
         K = Kx ⊙ G¹ + (β₀²/L) Σ_ℓ Gˡ⁺¹ ⊙ Φˡ + Φ^{L+1}
 
-    (Φ, Φ' from :func:`gaussian_expectations`). In "mup" and "sp" the branch is β₀ and the NTK's
-    block weight β₀² (:mod:`dmft.parameterization`). These are also the kernels of the lazy limit
-    γ₀ → 0 at every step; :func:`lazy_errors` gives the errors they imply.
+    (Φ, Φ' from ``gaussian_expectations``). In "mup" and "sp" the branch is β₀ and the NTK's
+    block weight β₀² (``dmft.parameterization``). These are also the kernels of the lazy limit
+    γ₀ → 0 at every step; ``lazy_errors`` gives the errors they imply.
 
     Args:
         X: inputs (P, D).
         depth: L, the number of residual blocks.
-        activation: a name or an elementwise callable, as for :func:`dmft.get_activation`.
-        beta0: β₀. alpha: the branch exponent α.
+        activation: a name or an elementwise callable, as for ``dmft.get_activation``.
+        beta0: β₀.
+        alpha: the branch exponent α.
         parameterization: "depth-mup", "mup" or "sp".
 
     Returns:
-        :class:`LazyKernels` with (L+1, P, P) layer kernels and the (P, P) NTK, in float64.
+        ``LazyKernels`` with (L+1, P, P) layer kernels and the (P, P) NTK, in float64.
 
     Raises:
         ValueError: for an unknown activation or parameterization.
@@ -215,7 +217,7 @@ def lazy_errors(ntk, y, *, eta0, steps: int, batch_masks=None):
         eta0: η₀.
         steps: number of updates T.
         batch_masks: optional (steps, P) 0/1 minibatch masks m_t, e.g. from
-            :func:`dmft.batch_schedule`; |B_t| = Σ_μ m_t[μ]. None: full batch.
+            ``dmft.batch_schedule``; |B_t| = Σ_μ m_t[μ]. None: full batch.
 
     Returns:
         (steps+1, P) float64 array of Δ(t).

@@ -49,7 +49,7 @@ def momentum_weights(steps: int, momentum: float, dtype):
 
 
 def memory_bytes(*, depth: int, steps: int, n_points: int, itemsize: int) -> int:
-    """Bytes held by the coefficient and kernel arrays of :func:`solve_linear`."""
+    """Bytes held by the coefficient and kernel arrays of ``solve_linear``."""
     M = (steps + 1) * n_points
     Z = (2 * depth + 3) * M + 1
     return itemsize * (2 * (depth + 1) * M * Z + (2 * depth + 3) * M * M)
@@ -76,7 +76,9 @@ def solve_linear(
         Kx: (Pt, Pt) input kernel over training and test points.
         y: (Pt,) targets (test targets only enter the test loss).
         omega: (T, Pt) batch weights ω_ν(s) (zero for test points).
-        eta0, beta0, gamma0: scalars (may be traced).
+        eta0: scalar η₀ (may be traced).
+        beta0: scalar β₀ (may be traced).
+        gamma0: scalar γ₀ (may be traced).
         responses: keep the Aˡ, Bˡ terms; False drops them (the ablation of SPEC §3).
 
     Returns:

@@ -33,7 +33,7 @@ the innovation scale falls 1.2, 0.14, 0.007, 3e-4 over four steps), so A = E[F �
 sampling noise by the inverse of those scales; the linear path returns them exactly.
 
 Predictions: ``f(t) = (E[w₀ φ(h^{L+1}(t))] + Σ_{s<t,ν} ε_ν(t,s) Φ^{L+1}(t,s)) / γ₀`` (SPEC §3, the
-first term by Stein), with ε as in :mod:`dmft.linear_closure`.
+first term by Stein), with ε as in ``dmft.linear_closure``.
 
 Cost per step: about 28·S·P·M·L multiply-adds (M = (T+1)·P), so 14·S·P²·L·(T+1)² for a solve.
 Memory: (6L+2)·S·M numbers for the site trajectories and 2(L+1)·M² for the kernels, both held
@@ -51,7 +51,7 @@ from dmft.progress import tick
 
 
 def memory_bytes(*, depth: int, steps: int, n_points: int, samples: int, itemsize: int) -> int:
-    """Bytes held by one replica of :func:`solve_mc`."""
+    """Bytes held by one replica of ``solve_mc``."""
     M = (steps + 1) * n_points
     L, Pt = depth, n_points
     # site trajectories, held twice across a segment boundary (the cut copies and the full
@@ -112,9 +112,13 @@ def solve_mc(
 
     Args:
         Kx: (Pt, Pt) input kernel over training and test points.
-        y: (Pt,) targets. omega: (T, Pt) batch weights ω_ν(s) (zero for test points).
-        eta0, beta0, gamma0: scalars (may be traced). key: PRNG key for the sources.
-        act: :class:`dmft.activations.Activation`.
+        y: (Pt,) targets.
+        omega: (T, Pt) batch weights ω_ν(s) (zero for test points).
+        eta0: scalar η₀ (may be traced).
+        beta0: scalar β₀ (may be traced).
+        gamma0: scalar γ₀ (may be traced).
+        key: PRNG key for the sources.
+        act: ``dmft.activations.Activation``.
         rtol: relative eigenvalue cutoff of the whitening.
         responses: keep the Aˡ, Bˡ terms (False: the ablation of SPEC §3).
         segments: the march is compiled in this many time segments, each working on arrays cut

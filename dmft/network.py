@@ -2,7 +2,7 @@
 
 This is the finite-N twin of the single-site field equations: the same quantities under the
 same names. Arrays are laid out neuron-major, ``h[ℓ] : (N, P)``; layer stacks are indexed
-``0 .. L`` for ``ℓ = 1 .. L+1``::
+``0 .. L`` for ``ℓ = 1 .. L+1``:
 
     h¹      = W⁰ xᵀ / √D
     hˡ⁺¹    = hˡ + branch · Wˡ φ(hˡ) / √N              ℓ = 1..L
@@ -45,7 +45,7 @@ def forward(params: dict, X, *, act: Activation, sc: Scales):
     """Preactivations of every layer and the output.
 
     Args:
-        params: from :func:`init_params`.
+        params: from ``init_params``.
         X: inputs (P, D).
 
     Returns:
@@ -99,7 +99,7 @@ def gradients(params: dict, X, h, g, error, *, act: Activation, sc: Scales) -> d
 
 
 def sgd_update(params: dict, X, h, g, error, *, act: Activation, sc: Scales) -> dict:
-    """One plain (S)GD step ``θ − lr_θ ∂loss/∂θ``, as :func:`gradients` followed by optax.sgd
+    """One plain (S)GD step ``θ − lr_θ ∂loss/∂θ``, as ``gradients`` followed by optax.sgd
     without momentum, but with each block's rank-P update added straight onto Wˡ: the (L, N, N)
     gradient is never stored, which saves two of the five passes over the weights per step."""
     n = params["W0"].shape[0]

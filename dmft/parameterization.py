@@ -35,7 +35,9 @@ class Scales:
     Attributes:
         branch: multiplier of each residual branch (before the 1/√N).
         readout: r in ``f = r · w·φ(h^{L+1})``.
-        lr_input, lr_hidden, lr_readout: learning rates of W⁰, Wˡ and w.
+        lr_input: learning rate of W⁰.
+        lr_hidden: learning rate of Wˡ.
+        lr_readout: learning rate of w.
         ntk_block: weight of Σ_ℓ Gˡ⁺¹Φˡ in the NTK (SPEC §2): branch² · lr_hidden / lr_input
             for GD, i.e. β₀²/L in depth-μP.
     """

@@ -18,7 +18,8 @@ def save_figure(fig, path, dpi=120) -> None:
         dpi: resolution of raster formats.
 
     Raises:
-        ValueError: a format Matplotlib cannot write. OSError: the folder cannot be created.
+        ValueError: a format Matplotlib cannot write.
+        OSError: the folder cannot be created.
 
     Examples:
         >>> import os
@@ -53,9 +54,10 @@ def plot_loss(result, *, ax=None, label=None, field="loss", color=None, logy=Tru
     the curve (with its ±2 standard-error Monte Carlo band, if any) for a DMFT solution.
 
     Args:
-        result: a :class:`dmft.SimulationResult` (seeds first) or a :class:`dmft.Solution`.
+        result: a ``dmft.SimulationResult`` (seeds first) or a ``dmft.Solution``.
         ax: the axis to draw on (None: a new figure).
-        label: legend entry (a legend is drawn when given). color: line colour.
+        label: legend entry (a legend is drawn when given).
+        color: line colour.
         field: "loss" or "test_loss" (the result must have a test set).
         logy: logarithmic loss axis.
 
@@ -99,7 +101,7 @@ def plot_coord_check(cc, *, axes=None):
     (one line per N), log–log. Flat lines mean the parameterization is stable.
 
     Args:
-        cc: a :class:`dmft.CoordCheck`.
+        cc: a ``dmft.CoordCheck``.
         axes: two axes to draw on (None: a new figure).
 
     Returns:
@@ -146,7 +148,7 @@ def plot_convergence(
     joint_terms=("1/N", "1/L"),
     axes=None,
 ):
-    """Three log–log panels of a :class:`dmft.ConvergenceStudy` for one quantity.
+    """Three log–log panels of a ``dmft.ConvergenceStudy`` for one quantity.
 
     1. Width: ``E[(q_N − q_{∞,L})²]`` against N, one colour per depth, with the fitted common
        exponent (solid) and the theory slope −1 (dashed).
@@ -161,12 +163,13 @@ def plot_convergence(
     bias is not above the ensemble's noise is drawn as data only, with no line.
 
     Args:
-        study: a :class:`dmft.ConvergenceStudy` with at least two widths.
+        study: a ``dmft.ConvergenceStudy`` with at least two widths.
         quantity: one of the study's ``quantities``.
         time: "mean" over t = 1 … T, "final", or a step index.
         width: the width of the depth panel (one of ``study.widths``; default the largest).
-        min_depth, correction: as for :func:`dmft.fit_depth_rate`.
-        joint_terms: the terms of the joint model, as for :func:`dmft.fit_joint`.
+        min_depth: as for ``dmft.fit_depth_rate``.
+        correction: as for ``dmft.fit_depth_rate``.
+        joint_terms: the terms of the joint model, as for ``dmft.fit_joint``.
         axes: three axes (one without the limit) to draw on (None: a new figure).
 
     Returns:
@@ -250,15 +253,18 @@ def plot_joint_fit(
     gives χ²/dof. Returns the figure and the axis.
 
     Args:
-        study: a :class:`dmft.ConvergenceStudy` solved with ``limit=True``.
-        quantity, time, terms, min_depth: as for :func:`dmft.fit_joint`.
+        study: a ``dmft.ConvergenceStudy`` solved with ``limit=True``.
+        quantity: as for ``dmft.fit_joint``.
+        time: as for ``dmft.fit_joint``.
+        terms: as for ``dmft.fit_joint``.
+        min_depth: as for ``dmft.fit_joint``.
         ax: the axis to draw on (None: a new figure).
 
     Returns:
         ``(fig, ax)``.
 
     Raises:
-        ValueError: as :func:`dmft.fit_joint` raises it.
+        ValueError: as ``dmft.fit_joint`` raises it.
 
     Examples:
         >>> import matplotlib.pyplot as plt

@@ -3,7 +3,7 @@
 ``progress=None`` (the default everywhere) shows a bar only when standard error is a terminal
 and the ``CI`` environment variable is unset, so notebooks, pipes and CI stay quiet unless a
 caller passes ``progress=True``. Compiled loops report each finished time step to the host with
-:func:`jax.debug.callback`; the bar shows steps done, the rate, the time left, and the residual
+``jax.debug.callback``; the bar shows steps done, the rate, the time left, and the residual
 the caller attaches (for a Monte Carlo solve, the relative standard error of the loss).
 Progress is off inside ``jit``/``vmap`` (the callbacks would fire once per batch element).
 """
@@ -53,7 +53,7 @@ def tick(step) -> None:
 
 @contextlib.contextmanager
 def bar(total: int, desc: str, show: bool):
-    """Open a bar of ``total`` steps that :func:`tick` advances; yields it (a no-op if hidden)."""
+    """Open a bar of ``total`` steps that ``tick`` advances; yields it (a no-op if hidden)."""
     b = tqdm(total=total, desc=desc, disable=not show, dynamic_ncols=True, leave=False)
     if show:
         b.set_postfix_str("compiling")

@@ -56,7 +56,7 @@ def checking_only():
 
 
 def check_only() -> bool:
-    """True inside :func:`checking_only`."""
+    """True inside ``checking_only``."""
     return _CHECK_ONLY.get()
 
 

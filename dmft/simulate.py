@@ -212,7 +212,7 @@ def estimate_memory(
 ) -> int:
     """Estimated peak bytes to simulate ``seeds`` networks at once (no chunking).
 
-    What :func:`simulate` uses to size its chunks of seeds; nothing is allocated. Per network,
+    What ``simulate`` uses to size its chunks of seeds; nothing is allocated. Per network,
     with ``n = ND + LN² + N`` weights, Q test points and k two-time layers, it counts
     ``itemsize × [(4 + o)·n + 6(L+1)N(P+Q) + (T+1)(3(L+1)P² + P² + 2(P+Q))
     + k(T+1)(3NP + 3(T+1)P²)]``: weights, gradients, updates and new weights (plus o = 2
@@ -220,10 +220,16 @@ def estimate_memory(
     the two-time features and kernels.
 
     Args:
-        width: N. depth: L. n_points: P training points. dim: D input dimension.
-        steps: number of updates T. seeds: networks at once. n_test: Q test points.
-        optimizer: "gd", "sgd" or "adam". momentum: heavy-ball coefficient (> 0 adds a state).
-        two_time_layers: the layers whose two-time kernels are kept, as in :func:`simulate`.
+        width: N.
+        depth: L.
+        n_points: P training points.
+        dim: D input dimension.
+        steps: number of updates T.
+        seeds: networks at once.
+        n_test: Q test points.
+        optimizer: "gd", "sgd" or "adam".
+        momentum: heavy-ball coefficient (> 0 adds a state).
+        two_time_layers: the layers whose two-time kernels are kept, as in ``simulate``.
         dtype: float32 (the default here) or float64.
 
     Returns:
@@ -292,48 +298,56 @@ def simulate(
     """Train an ensemble of finite residual networks (SPEC §1) and record order parameters.
 
     Each network is ``h¹ = W⁰x/√D``, ``hˡ⁺¹ = hˡ + (β₀/L^α) Wˡφ(hˡ)/√N``,
-    ``f = w·φ(h^{L+1})/(γ₀N)`` in ``"depth-mup"`` (see :mod:`dmft.parameterization` for
+    ``f = w·φ(h^{L+1})/(γ₀N)`` in ``"depth-mup"`` (see ``dmft.parameterization`` for
     ``"mup"`` and ``"sp"``), trained on ``1/(2P) Σ (y − f)²`` with full-batch GD, minibatch SGD
     (``batch_size``), heavy-ball momentum (``momentum``) or Adam, at the per-layer learning rates
     of SPEC §1. Seeds are vmapped, in chunks that fit ``memory_budget``.
 
     Args:
-        X: training inputs (P, D). y: targets (P,).
-        width: N >= 1. depth: L >= 1 residual blocks.
+        X: training inputs (P, D).
+        y: targets (P,).
+        width: N >= 1.
+        depth: L >= 1 residual blocks.
         activation: "linear", "relu", "tanh" or an elementwise callable.
-        beta0, gamma0, eta0: branch scale β₀ >= 0, feature-learning strength γ₀ > 0, base
-            learning rate η₀ >= 0 (Python or JAX scalars).
+        beta0: branch scale β₀ >= 0 (Python or JAX scalar).
+        gamma0: feature-learning strength γ₀ > 0 (Python or JAX scalar).
+        eta0: base learning rate η₀ >= 0 (Python or JAX scalar).
         steps: number of updates T; every field has T+1 time points.
-        seeds: ensemble size. seed: the ensemble's random seed (member i uses split i).
-        parameterization: "depth-mup", "mup" or "sp". alpha: branch exponent in [1/2, 1].
+        seeds: ensemble size.
+        seed: the ensemble's random seed (member i uses split i).
+        parameterization: "depth-mup", "mup" or "sp".
+        alpha: branch exponent in [1/2, 1].
         dynamics: "gd" (discrete steps of ``optimizer``) or "flow": gradient flow
             ``dθ/dτ = −lr ∇loss`` (SPEC §4, the rates of SPEC §1 with η₀ as the time unit) on
             [0, t_max], recorded at ``steps + 1`` grid points and integrated by Heun's method
             (second order) with ``substeps`` steps per grid interval. ``eta0`` is unused.
-        t_max: final time of the flow (> 0). substeps: Heun steps per grid interval (>= 1).
+        t_max: final time of the flow (> 0).
+        substeps: Heun steps per grid interval (>= 1).
         optimizer: "gd" (also "sgd") or "adam".
         batch_size: points per step (None: full batch); batches from
-            :func:`dmft.batch_schedule` with ``batch_seed``.
+            ``dmft.batch_schedule`` with ``batch_seed``.
         momentum: heavy-ball coefficient in [0, 1) (GD only).
         center: train ``f(θ) − f(θ₀)`` instead of ``f`` (SPEC §7).
-        X_test, y_test: optional test set (Q, D), (Q,).
+        X_test: optional test inputs (Q, D).
+        y_test: optional test targets (Q,).
         two_time_layers: layers ℓ in 1..L+1 whose two-time kernels Φˡ(t,s), Gˡ(t,s) are kept.
         dtype: float32 or float64 (default: JAX's default float).
         chunk_size: seeds per compiled batch (default: as many as fit ``memory_budget`` bytes,
             and on CPU at most about 4M weights per batch, which streams faster).
-        memory_budget: bytes one chunk of seeds may use, by :func:`dmft.estimate_memory`
+        memory_budget: bytes one chunk of seeds may use, by ``dmft.estimate_memory``
             (default 2 GiB).
-        throw: raise :class:`dmft.DivergenceError` if a loss becomes non-finite; with False the
+        throw: raise ``dmft.DivergenceError`` if a loss becomes non-finite; with False the
             result's ``status`` and ``diverged_step`` say so instead.
         progress: show a progress bar over training steps (of every chunk of seeds). None (default):
             only when standard error is a terminal outside CI; never inside ``jit``/``vmap``.
         return_params: also return the trained parameters (``result.params``, seeds first).
 
     Returns:
-        :class:`dmft.SimulationResult` with a leading seeds axis.
+        ``dmft.SimulationResult`` with a leading seeds axis.
 
     Raises:
-        ValueError, TypeError: bad input, before any compilation.
+        ValueError: bad input, before any compilation.
+        TypeError: bad input, before any compilation.
         DivergenceError: a non-finite loss, when ``throw``.
 
     Examples:

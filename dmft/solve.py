@@ -158,7 +158,7 @@ def solve_dmft(
 ) -> Solution:
     """Solve the infinite-width DMFT of SPEC §3 at depth L, or its L → ∞ limit.
 
-    The single-site system (b = β₀/L^α, κ = L^{2α−1}, ε_ν(t,s) = η₀γ₀ m(t−s) ω_ν(s) Δ_ν(s))::
+    The single-site system (b = β₀/L^α, κ = L^{2α−1}, ε_ν(t,s) = η₀γ₀ m(t−s) ω_ν(s) Δ_ν(s)):
 
         h¹(t)   = u⁰ + Σ_{s<t} Kx ε(t,s) g¹(s)
         hˡ⁺¹(t) = hˡ(t) + b[uˡ(t) + Σ_s Aˡ(t,s) gˡ⁺¹(s)] + b²κ Σ_s Φˡ(t,s) ε(t,s) gˡ⁺¹(s)
@@ -167,9 +167,9 @@ def solve_dmft(
     closed by Φˡ = E[φ(hˡ)φ(hˡ)ᵀ], Gˡ = E[gˡgˡᵀ] and the responses Aˡ, Bˡ, with predictions by
     the exact discrete-time formula ``f(t) = E[∂φ(h^{L+1}(t))/∂w₀]/γ₀ + Σ_{s<t} ε(t,s)Φ^{L+1}(t,s)/γ₀``.
     For ``activation="linear"`` every variable is linear in the Gaussian sources and the system
-    is solved exactly by one causal time-march (:mod:`dmft.linear_closure`); no sampling. Any
+    is solved exactly by one causal time-march (``dmft.linear_closure``); no sampling. Any
     other activation is solved by the same causal march over ``samples`` Monte Carlo sites
-    (:mod:`dmft.monte_carlo`), with the responses by Gaussian integration by parts (exact for
+    (``dmft.monte_carlo``), with the responses by Gaussian integration by parts (exact for
     ReLU's kink) and ``replicas`` independent replicas giving the Monte Carlo error. Nothing is
     iterated, so there is no damping or iteration limit to tune: accuracy is set by ``samples``.
 
@@ -189,11 +189,14 @@ def solve_dmft(
     be a multiple of the first); responses, which vanish per layer as L → ∞, are not extrapolated.
 
     Args:
-        X: training inputs (P, D). y: targets (P,).
+        X: training inputs (P, D).
+        y: targets (P,).
         depth: L >= 1, or ``math.inf`` for the infinite-depth limit.
         activation: "linear", "relu", "tanh" or an elementwise JAX callable.
-        beta0, gamma0, eta0: β₀ >= 0, γ₀ > 0, η₀ >= 0; Python or JAX scalars, so ``jax.vmap``
-            sweeps them and new values do not recompile. ``eta0`` is unused by gradient flow.
+        beta0: β₀ >= 0; a Python or JAX scalar, so ``jax.vmap`` sweeps it and new values do
+            not recompile.
+        gamma0: γ₀ > 0; a Python or JAX scalar, as ``beta0``.
+        eta0: η₀ >= 0; a Python or JAX scalar, as ``beta0``. Unused by gradient flow.
         steps: number of updates T (gradient flow: time intervals of the grid).
         alpha: branch exponent in [1/2, 1].
         dynamics: "gd" (discrete-time gradient descent, with ``batch_size`` for SGD) or "flow"
@@ -202,12 +205,15 @@ def solve_dmft(
         flow_order: 1 (left-endpoint memory sums) or 2 (Richardson-extrapolated; default).
         depths: the depth ladder for ``depth=math.inf``: at least two increasing depths, each a
             multiple of the first. Default (4, 8, 16, 32).
-        parameterization, optimizer: must be "depth-mup" and "gd"/"sgd" (the DMFT's setting).
-        batch_size, batch_seed: minibatches from :func:`dmft.batch_schedule`, the same ones
-            ``simulate`` uses for the same ``batch_seed``.
+        parameterization: must be "depth-mup" (the DMFT's setting).
+        optimizer: must be "gd"/"sgd" (the DMFT's setting).
+        batch_size: minibatch size; minibatches come from ``dmft.batch_schedule``, the
+            same ones ``simulate`` uses for the same ``batch_seed``.
+        batch_seed: seed of the minibatches (see ``batch_size``).
         momentum: heavy-ball coefficient μ in [0, 1).
-        X_test, y_test: optional test set; its fields follow the same equations without
-            driving learning.
+        X_test: optional test inputs; the test set's fields follow the same equations
+            without driving learning.
+        y_test: optional test targets (with ``X_test``).
         responses: keep the response terms Aˡ, Bˡ (False: the ablation of SPEC §3).
         method: "auto" (exact for linear, Monte Carlo otherwise), "exact" (linear only) or
             "monte-carlo" (any activation; for linear networks, to check the sampler).
@@ -219,11 +225,11 @@ def solve_dmft(
             that of one replica.
         seed: seed of the Monte Carlo sources.
         tol: largest accepted relative Monte Carlo standard error of the loss; above it the
-            solution has ``converged=False`` (and ``throw`` raises :class:`dmft.ConvergenceError`).
+            solution has ``converged=False`` (and ``throw`` raises ``dmft.ConvergenceError``).
         dtype: float32 or float64 (default: JAX's default float).
         memory_limit: refuse, before compiling, a solve whose estimated memory exceeds this.
-        throw: raise :class:`dmft.DivergenceError` on a non-finite loss and
-            :class:`dmft.ConvergenceError` above ``tol``; with False the solution's ``status``,
+        throw: raise ``dmft.DivergenceError`` on a non-finite loss and
+            ``dmft.ConvergenceError`` above ``tol``; with False the solution's ``status``,
             ``converged`` and ``diverged_step`` report them.
         progress: show a progress bar (time steps done, rate, time left, and after each
             depth of a ladder its loss and Monte Carlo error). None (default): only when
@@ -232,10 +238,11 @@ def solve_dmft(
             dict of settings drives both ``simulate`` and ``solve_dmft``.
 
     Returns:
-        :class:`dmft.Solution`.
+        ``dmft.Solution``.
 
     Raises:
-        ValueError, TypeError: bad input, before compiling.
+        ValueError: bad input, before compiling.
+        TypeError: bad input, before compiling.
         DivergenceError: when ``throw`` and the loss becomes non-finite.
         ConvergenceError: when ``throw`` and the Monte Carlo error exceeds ``tol``.
 

@@ -1,8 +1,8 @@
 """Hyperparameter sweeps of finite networks: the learning-rate-transfer picture.
 
 In depth-μP the loss after a fixed budget, as a function of η₀, converges as N, L → ∞, so the
-best η₀ found on a small network transfers to a large one. :func:`hyperparameter_sweep` measures
-that curve for a grid of widths and depths; :meth:`Sweep.best_value` reads off the optimum.
+best η₀ found on a small network transfers to a large one. ``hyperparameter_sweep`` measures
+that curve for a grid of widths and depths; ``Sweep.best_value`` reads off the optimum.
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ class Sweep(Saveable):
     Attributes:
         name: the swept keyword ("eta0", "gamma0", ...).
         values: (V,) the grid.
-        widths, depths: the network sizes.
+        widths: the network widths.
+        depths: the network depths.
         loss: (len(widths), len(depths), V) ensemble-mean final loss; ``inf`` where any seed
             diverged.
         stderr: same shape, standard error over seeds.
         field: "loss" or "test_loss".
         settings: the other keyword arguments.
 
-    Returned by :func:`hyperparameter_sweep`.
+    Returned by ``hyperparameter_sweep``.
 
     Examples:
         >>> import numpy as np
@@ -77,29 +78,32 @@ def hyperparameter_sweep(
 ) -> Sweep:
     """Final loss of simulated networks over a grid of one hyperparameter, widths and depths.
 
-    For every (N, L, value) it trains ``seeds`` networks with :func:`dmft.simulate` and records
+    For every (N, L, value) it trains ``seeds`` networks with ``dmft.simulate`` and records
     the ensemble mean of ``field`` after ``steps`` updates, and its standard error; an ensemble
     in which any network diverged gets ``inf`` (nothing is raised). ``eta0``, ``beta0`` and
     ``gamma0`` reach the compiled step as traced scalars, so each (width, depth) compiles once
     for all their values; any other swept keyword recompiles per value.
 
     Args:
-        X, y: training data (P, D), (P,).
-        name: the swept keyword of :func:`dmft.simulate`; it must take a float ("eta0",
+        X: training inputs (P, D).
+        y: training targets (P,).
+        name: the swept keyword of ``dmft.simulate``; it must take a float ("eta0",
             "gamma0", "beta0", "momentum", "alpha", ...).
         values: (V,) the grid of values.
-        widths, depths: the network sizes.
+        widths: the network widths.
+        depths: the network depths.
         steps: the budget T of updates.
         seeds: networks per (width, depth, value).
         field: "loss", or "test_loss" (pass ``X_test`` and ``y_test``).
         progress: show a progress bar while training.
-        **kwargs: the other keywords of :func:`dmft.simulate`.
+        **kwargs: the other keywords of ``dmft.simulate``.
 
     Returns:
-        :class:`Sweep` with (len(widths), len(depths), V) arrays ``loss`` and ``stderr``.
+        ``Sweep`` with (len(widths), len(depths), V) arrays ``loss`` and ``stderr``.
 
     Raises:
-        ValueError, TypeError: bad input, as :func:`dmft.simulate` raises them.
+        ValueError: bad input, as ``dmft.simulate`` raises it.
+        TypeError: bad input, as ``dmft.simulate`` raises it.
 
     Examples:
         Three learning rates for linear networks: η₀ = 0.5 trains fastest in three steps and
