@@ -94,7 +94,8 @@ def get_activation(activation) -> Activation:
 
     Returns:
         ``Activation`` whose ``name`` is the given name, or the callable's ``__name__``
-        ("custom" if it has none).
+        ("custom" if it has none; "custom relu" for a callable named like a built-in, so that
+        it is never given the built-in's closed forms or the exact linear path).
 
     Raises:
         ValueError: for an unknown name, or an object that is neither a name nor callable.
@@ -125,6 +126,8 @@ def get_activation(activation) -> Activation:
         return _BUILTIN[activation]
     if callable(activation):
         name = getattr(activation, "__name__", "custom")
+        if name in _BUILTIN:  # a callable is never taken for a built-in (its closed forms)
+            name = f"custom {name}"
         return Activation(name, activation, _callable_deriv(activation))
     raise ValueError(
         f"`activation` must be one of {NAMES} or an elementwise callable, got {activation!r}"

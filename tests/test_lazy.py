@@ -81,3 +81,15 @@ def test_initial_ntk_ensemble_matches_closed_form(activation, depth):
     assert np.abs(z).max() < 3.0, z
     wrong = (mean - lazy_kernels(X, depth=depth, activation=activation, beta0=1.1).ntk) / se
     assert np.abs(wrong).max() > 3.0
+
+
+def test_callable_named_like_a_builtin_is_not_taken_for_it():
+    def linear(x):  # named "linear", but it is sin
+        return jnp.sin(x)
+
+    act = dmft.get_activation(linear)
+    assert act.name == "custom linear" and not act.is_linear
+    X = np.array([[1.0, 0.5], [-0.3, 1.2]])
+    disguised = dmft.lazy_kernels(X, depth=2, activation=linear).ntk
+    np.testing.assert_allclose(disguised, dmft.lazy_kernels(X, depth=2, activation=jnp.sin).ntk)
+    assert not np.allclose(disguised, dmft.lazy_kernels(X, depth=2, activation="linear").ntk)
