@@ -6,16 +6,17 @@ from __future__ import annotations
 class DivergenceError(FloatingPointError):
     """A trajectory became non-finite. ``step`` is the first bad step.
 
-    Raised, when ``throw=True`` (the default), by ``dmft.simulate`` if the training loss of
-    any network of the ensemble becomes NaN or ±inf, and by ``dmft.solve_dmft`` if the DMFT
-    loss does. Gradient descent on a kernel K is stable only for ``η₀ λ_max(K)/P < 2`` (SPEC §6,
-    ``Δ(t) = (I − η₀K/P)ᵗ y`` in the lazy limit), so a too-large ``eta0`` is the usual cause.
+    Raised, when ``throw=True`` (the default), by ``dmft.simulate`` if the training loss (or
+    the NTK) of any network of the ensemble becomes NaN or ±inf, and by ``dmft.solve_dmft`` if
+    the DMFT loss (or NTK) does. Gradient descent on a kernel K is stable only for
+    ``η₀ λ_max(K)/P < 2`` (SPEC §6, ``Δ(t) = (I − η₀K/P)ᵗ y`` in the lazy limit), so a
+    too-large ``eta0`` is the usual cause.
     With ``throw=False`` the result's ``status`` and ``diverged_step`` report it instead.
 
     Args:
         message: what diverged and what to try.
-        step: the first time index t (``loss[..., t]``, after t updates) whose loss is not
-            finite, the earliest over the seeds of an ensemble; None if unknown.
+        step: the first time index t (``loss[..., t]``, after t updates) whose loss or NTK is
+            not finite, the earliest over the seeds of an ensemble; None if unknown.
 
     Examples:
         >>> import numpy as np

@@ -4,10 +4,11 @@ A file is an uncompressed ``.npz``: every array of the result is one member, and
 holds JSON metadata — what kind of result it is, the tree of its fields (scalars, strings,
 tuples, dicts and nested results inline, arrays by member name), the library, JAX and NumPy
 versions, the device, the wall time of the call that produced the result when it is known, its
-convergence facts, and a SHA-256 digest of every array. Writing goes to a temporary file in the
-same folder that is renamed into place, so a reader (or a process killed mid-write) sees the old
-file or the new one, never a partial one. Reading checks the format version and the digest, so
-a truncated or altered file raises ``ValueError`` instead of returning wrong numbers.
+convergence facts, and SHA-256 digests of every array and of the tree. Writing goes to a
+temporary file in the same folder that is renamed into place, so a reader (or a process killed
+mid-write) sees the old file or the new one, never a partial one. Reading checks the format
+version and the digests, so a truncated or altered file raises ``ValueError`` instead of
+returning wrong numbers.
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ def _decode(node, arrays, path):
     raise ValueError(f"{path}: unrecognised entry in its metadata: {sorted(node)}")
 
 
+def _tree_digest(tree) -> str:
+    """SHA-256 of the metadata tree: the scalars, strings and structure a result holds inline."""
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
 def _hashable(k):
     return tuple(_hashable(v) for v in k) if isinstance(k, list | tuple) else k
 
@@ -252,6 +258,7 @@ def save(result, path) -> None:
         "kind": kind,
         "tree": tree,
         "digest": _digest(arrays),
+        "tree_digest": _tree_digest(tree),
         "versions": _versions(),
         "device": _device(),
         "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -283,7 +290,17 @@ def _read(path):
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as err:
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        KeyError,
+        ValueError,
+        # zipfile's own refusals of a damaged header: "zip file version …", "compression
+        # method …" (NotImplementedError) and "… is encrypted" (RuntimeError)
+        NotImplementedError,
+        RuntimeError,
+    ) as err:
         raise ValueError(f"{path} is truncated or corrupted and cannot be read ({err})") from err
     if _META not in arrays:
         if "__meta__" in arrays:  # a convergence study written before dmft.save existed
@@ -305,6 +322,12 @@ def _read(path):
     if _digest(arrays) != meta.get("digest"):
         raise ValueError(
             f"{path} is corrupted: its arrays do not match the digest recorded when it was saved"
+        )
+    # files written before the tree had a digest have none; their tree is taken as it is
+    if "tree_digest" in meta and _tree_digest(meta.get("tree")) != meta["tree_digest"]:
+        raise ValueError(
+            f"{path} is corrupted: its metadata does not match the digest recorded when it was "
+            "saved"
         )
     return arrays, meta
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from dmft.activations import get_activation
 from dmft.io import Saveable
-from dmft.parameterization import scales
+from dmft.parameterization import PARAMETERIZATIONS, scales
+from dmft.settings import check_inputs, check_int, check_scalar
 
 
 def relu_expectations(H):
@@ -157,7 +158,10 @@ def lazy_kernels(
         ``LazyKernels`` with (L+1, P, P) layer kernels and the (P, P) NTK, in float64.
 
     Raises:
-        ValueError: for an unknown activation or parameterization.
+        ValueError: for an unknown activation or parameterization, an argument out of range
+            (``depth`` >= 1, ``beta0`` >= 0, ``alpha`` in [0.5, 1]), an ``X`` that is not a
+            finite (P, D) array, or kernels too large for float64.
+        TypeError: ``depth`` is not an int, or ``X``/``beta0`` do not hold real numbers.
 
     Examples:
         Linear network, one point with Kx = 1: ``K_L = 2aᴸ + β₀²aᴸ⁻¹`` with ``a = 1 + β₀²/L``
@@ -176,17 +180,38 @@ def lazy_kernels(
         >>> k.ntk.shape, bool(abs(k.ntk[0, 0] - (r**2 + r / 4)) < 1e-8)
         ((3, 3), True)
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = check_inputs(X).astype(np.float64)
+    depth = check_int("depth", depth, minimum=1)
+    act = get_activation(activation)
+    check_scalar("beta0", beta0, low=0.0)
+    check_scalar("alpha", alpha, low=0.5, high=1.0)
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(
+            f"`parameterization` must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        # NumPy floats: a β₀ whose square overflows gives inf here, not Python's OverflowError
+        kernels = _lazy_kernels(X, depth, act, np.float64(beta0), float(alpha), parameterization)
+    if not all(np.all(np.isfinite(k)) for k in dataclasses.astuple(kernels)):
+        raise ValueError(
+            f"the lazy kernels overflow float64: `X` (largest |entry| {np.abs(X).max():.3g}) or "
+            f"`beta0` (= {float(beta0):.3g}) is too large for depth {depth}, or the "
+            f"`activation` {act.name!r} overflows; rescale them"
+        )
+    return kernels
+
+
+def _lazy_kernels(X, depth, activation, beta0, alpha, parameterization):
     sc = scales(
         parameterization,
         width=1,
         depth=depth,
         alpha=alpha,
-        beta0=float(beta0),
+        beta0=beta0,
         gamma0=1.0,
         eta0=1.0,
     )
-    b2 = float(sc.branch) ** 2
+    b2 = np.float64(sc.branch) ** 2
     Kx = X @ X.T / X.shape[1]
     Hs, Phis, dPhis = [Kx], [], []
     for _ in range(depth):
@@ -220,7 +245,14 @@ def lazy_errors(ntk, y, *, eta0, steps: int, batch_masks=None):
             ``dmft.batch_schedule``; |B_t| = Σ_μ m_t[μ]. None: full batch.
 
     Returns:
-        (steps+1, P) float64 array of Δ(t).
+        (steps+1, P) float64 array of Δ(t). It overflows to ±inf only if gradient descent on
+        K diverges (η₀λ_max(K)/|B| > 2) for long enough.
+
+    Raises:
+        ValueError: ``ntk`` is not a finite (P, P) matrix, ``y`` not finite of shape (P,),
+            ``eta0`` not a finite number >= 0, ``steps`` < 0, or ``batch_masks`` not a
+            (steps, P) array of 0/1 with at least one 1 per step.
+        TypeError: ``steps`` is not an int, or an array does not hold real numbers.
 
     Examples:
         >>> import numpy as np
@@ -232,15 +264,45 @@ def lazy_errors(ntk, y, *, eta0, steps: int, batch_masks=None):
         >>> dmft.lazy_errors(np.eye(3), np.ones(3), eta0=0.5, steps=4, batch_masks=masks).shape
         (5, 3)
     """
-    K = np.asarray(ntk, dtype=np.float64)
-    delta = np.asarray(y, dtype=np.float64).copy()
-    P = delta.shape[0]
+    K = _real_array("ntk", ntk)
+    y = _real_array("y", y)
+    P = y.shape[0] if y.ndim == 1 else 0
+    if P < 1:
+        raise ValueError(f"`y` must have shape (P,) with P >= 1, got {y.shape}")
+    if K.shape != (P, P):
+        raise ValueError(f"`ntk` must have shape ({P}, {P}) to match `y`, got {K.shape}")
+    check_scalar("eta0", eta0, low=0.0)
+    steps = check_int("steps", steps, minimum=0)
+    if batch_masks is None:
+        masks = np.ones((steps, P))
+    else:
+        masks = _real_array("batch_masks", batch_masks)
+        if masks.shape != (steps, P):
+            raise ValueError(
+                f"`batch_masks` must have shape ({steps}, {P}) (steps, points), got {masks.shape}"
+            )
+        if np.any((masks != 0) & (masks != 1)) or np.any(masks.sum(axis=1) == 0):
+            raise ValueError(
+                "`batch_masks` must hold 0/1 entries with at least one 1 per step "
+                "(see dmft.batch_schedule)"
+            )
+    delta = y.copy()
     out = [delta]
-    for t in range(steps):
-        m = np.ones(P) if batch_masks is None else np.asarray(batch_masks[t])
-        delta = delta - eta0 * K @ (m * delta) / m.sum()
-        out.append(delta)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for m in masks:
+            delta = delta - eta0 * K @ (m * delta) / m.sum()
+            out.append(delta)
     return np.stack(out)
+
+
+def _real_array(name, value):
+    """``value`` as a float64 array of finite real numbers."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf" or arr.dtype == bool:
+        raise TypeError(f"`{name}` must hold real numbers, got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` contains NaN or inf; every entry must be finite")
+    return arr.astype(np.float64)
 
 
 def linear_one_point_ntk(depth, beta0=1.0):

@@ -17,6 +17,16 @@ from dmft.errors import DivergenceError
 from dmft.io import Saveable
 
 
+def _at_initialisation(dtype, gamma0: bool) -> str:
+    """The end of the status of a run whose loss or NTK is not finite before any update."""
+    small = ", or `gamma0` too small," if gamma0 else ""
+    fix = "rescale them" if dtype == "float64" else "rescale them or compute in float64"
+    return (
+        ", at initialisation, before any update (so `eta0` is not the cause): `X`, `y` or "
+        f"`beta0` are too large{small} for {dtype}; {fix}"
+    )
+
+
 def _shape(x):
     return None if x is None else tuple(np.shape(x))
 
@@ -38,7 +48,7 @@ class SimulationResult(Saveable):
         h_two_time: same as ``phi_two_time`` for Hˡ(t,s).
         test_loss: (seeds, steps+1) or None.
         test_predictions: (seeds, steps+1, Q) or None.
-        diverged_step: (seeds,) first step whose loss is not finite, −1 if none.
+        diverged_step: (seeds,) first step whose loss or NTK is not finite, −1 if none.
         params: trained parameters {"W0", "Ws", "w"} with a seeds axis, if asked for.
         two_time_layers: the ℓ values (1-based) of the two-time kernels.
         settings: the arguments that produced the result.
@@ -90,11 +100,19 @@ class SimulationResult(Saveable):
         if bad.size == 0:
             return "ok"
         first = int(bad[np.argmin(steps[bad])])
-        return (
-            f"diverged: {bad.size} of {steps.size} seeds produced a non-finite loss, the first "
-            f"at step {int(steps[first])} (seed index {first}); lower `eta0` "
-            f"(now {self.config.get('eta0')}) or `gamma0`"
+        cfg = self.config
+        head = (
+            f"diverged: {bad.size} of {steps.size} seeds produced a non-finite loss or NTK, the "
+            f"first at step {int(steps[first])} (seed index {first})"
         )
+        if int(steps[first]) == 0:
+            return head + _at_initialisation(cfg.get("dtype"), gamma0=True)
+        if cfg.get("dynamics") == "flow":
+            return (
+                f"{head}; raise `substeps` (now {cfg.get('substeps')}) or `steps`: the Heun step "
+                "t_max/(steps·substeps) is too large"
+            )
+        return f"{head}; lower `eta0` (now {cfg.get('eta0')}) or `gamma0`"
 
     def raise_if_diverged(self):
         if self.diverged:
@@ -180,7 +198,7 @@ class Solution(Saveable):
         residuals: (iterations,) the error measure ``converged`` was judged on (the largest
             relative Monte Carlo error of the loss; 0 for the exact path).
         test_loss_error: (steps+1,) Monte Carlo standard error of the test loss, or None.
-        diverged_step: first step with a non-finite loss, −1 if none.
+        diverged_step: first step with a non-finite loss or NTK, −1 if none.
         times: (steps+1,) time of each point, τ = η₀·t for gradient descent and the flow's grid
             for ``dynamics="flow"``.
         time_error: (steps+1,) gradient flow with ``flow_order=2``: |extrapolated − finer solve|
@@ -245,15 +263,19 @@ class Solution(Saveable):
     @property
     def status(self) -> str:
         step = int(np.max(np.asarray(self.diverged_step)))
+        if step == 0:
+            return "diverged: the loss or the NTK is not finite at step 0" + _at_initialisation(
+                self.config.get("dtype"), gamma0=False
+            )
         if step >= 0 and self.config.get("dynamics") == "flow":
             return (
-                f"diverged: the loss is not finite from grid point {step}; raise `steps` (now "
-                f"{self.config.get('steps')}): the flow's time step t_max/steps must satisfy "
-                "dτ·λ_max(K)/P < 2"
+                f"diverged: the loss or the NTK is not finite from grid point {step}; raise "
+                f"`steps` (now {self.config.get('steps')}): the flow's time step t_max/steps must "
+                "satisfy dτ·λ_max(K)/P < 2"
             )
         if step >= 0:
             return (
-                f"diverged: the loss is not finite from step {step}; lower `eta0` "
+                f"diverged: the loss or the NTK is not finite from step {step}; lower `eta0` "
                 f"(now {self.config.get('eta0')}) — gradient descent is stable only for "
                 "η₀·λ_max(K)/P < 2"
             )

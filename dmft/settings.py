@@ -93,6 +93,20 @@ def check_scalar(name: str, value, *, low=None, high=None, low_open=False, high_
     return value
 
 
+def check_inputs(X, *, name="X"):
+    """Check a (P, D) input matrix on its own (P, D >= 1, real, finite); return it as NumPy."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"`{name}` must be a 2-d array (points, dim), got shape {X.shape}")
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"`{name}` must have at least one point and one dim, got {X.shape}")
+    if X.dtype.kind not in "biuf" or X.dtype == bool:
+        raise TypeError(f"`{name}` must hold real numbers, got dtype {X.dtype}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"`{name}` contains NaN or inf; every entry must be finite")
+    return X
+
+
 def check_data(X, y, *, x_name="X", y_name="y", dim=None):
     """Check a (P, D) input matrix and its (P,) targets; return them as NumPy arrays."""
     X = np.asarray(X)
@@ -196,7 +210,10 @@ def resolve_dtype(dtype):
     """Return the floating dtype to compute in, checking that float64 is enabled if asked."""
     if dtype is None:
         return jnp.zeros(()).dtype  # float64 iff jax_enable_x64
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"`dtype` must be float32 or float64, got {dtype!r}") from None
     if dt not in (np.float32, np.float64):
         raise ValueError(f"`dtype` must be float32 or float64, got {dtype!r}")
     if dt == np.float64 and not jax.config.jax_enable_x64:

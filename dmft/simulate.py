@@ -336,7 +336,7 @@ def simulate(
             and on CPU at most about 4M weights per batch, which streams faster).
         memory_budget: bytes one chunk of seeds may use, by ``dmft.estimate_memory``
             (default 2 GiB).
-        throw: raise ``dmft.DivergenceError`` if a loss becomes non-finite; with False the
+        throw: raise ``dmft.DivergenceError`` if a loss or NTK becomes non-finite; with False the
             result's ``status`` and ``diverged_step`` say so instead.
         progress: show a progress bar over training steps (of every chunk of seeds). None (default):
             only when standard error is a terminal outside CI; never inside ``jit``/``vmap``.
@@ -348,7 +348,7 @@ def simulate(
     Raises:
         ValueError: bad input, before any compilation.
         TypeError: bad input, before any compilation.
-        DivergenceError: a non-finite loss, when ``throw``.
+        DivergenceError: a non-finite loss or NTK, when ``throw``.
 
     Examples:
         Four linear networks of width 16 and depth 2 on three orthonormal points (Kx = I),
@@ -470,7 +470,13 @@ def simulate(
             parts.append(jax.tree_util.tree_map(np.asarray, chunk))
     out = jax.tree_util.tree_map(lambda *a: np.concatenate(a)[:seeds], *parts)
 
-    finite = np.isfinite(out["loss"])
+    # a network diverges where its loss, predictions or NTK stop being finite: the NTK can
+    # overflow while the loss is still finite (at initialisation, or with eta0 = 0)
+    finite = (
+        np.isfinite(out["loss"])
+        & np.all(np.isfinite(out["predictions"]), axis=2)
+        & np.all(np.isfinite(out["ntk"]), axis=(2, 3))
+    )
     diverged_step = np.where(finite.all(axis=1), -1, np.argmin(finite, axis=1)).astype(np.int32)
     settings = dict(
         width=width,

@@ -228,7 +228,7 @@ def solve_dmft(
             solution has ``converged=False`` (and ``throw`` raises ``dmft.ConvergenceError``).
         dtype: float32 or float64 (default: JAX's default float).
         memory_limit: refuse, before compiling, a solve whose estimated memory exceeds this.
-        throw: raise ``dmft.DivergenceError`` on a non-finite loss and
+        throw: raise ``dmft.DivergenceError`` on a non-finite loss or NTK and
             ``dmft.ConvergenceError`` above ``tol``; with False the solution's ``status``,
             ``converged`` and ``diverged_step`` report them.
         progress: show a progress bar (time steps done, rate, time left, and after each
@@ -556,7 +556,13 @@ def _finish(problem, fields, converged_parts=True):
     Monte Carlo error of the loss against ``tol``."""
     dt = problem["dt"]
     loss, loss_error = fields["loss"], fields["loss_error"]
-    finite = jnp.isfinite(loss)
+    # diverged where the loss, predictions or NTK stop being finite (the NTK can overflow
+    # while the loss is still finite, e.g. with eta0 = 0)
+    finite = (
+        jnp.isfinite(loss)
+        & jnp.all(jnp.isfinite(fields["predictions"]), axis=-1)
+        & jnp.all(jnp.isfinite(fields["ntk"]), axis=(-2, -1))
+    )
     diverged_step = jnp.where(jnp.all(finite), -1, jnp.argmin(finite)).astype(jnp.int32)
     if problem["exact"]:
         worst = jnp.zeros((), dt)

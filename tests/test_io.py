@@ -189,6 +189,7 @@ def _rewrite_meta(path, change):
     arrays = {n[:-4]: np.load(path)[n[:-4]] for n in members}
     meta = json.loads(str(arrays.pop(io._META)))
     change(meta)
+    meta["tree_digest"] = io._tree_digest(meta["tree"])  # as the other version would write it
     np.savez(path, **arrays, **{io._META: np.asarray(json.dumps(meta))})
 
 
