@@ -60,8 +60,11 @@ def load_config(path):
     here = os.path.dirname(os.path.abspath(path))
     data = cfg.get("data", {})
     if "file" in data:
-        with np.load(os.path.join(here, data["file"])) as f:
-            arrays = {k: f[k] for k in ("X", "y", "X_test", "y_test") if k in f.files}
+        try:
+            with np.load(os.path.join(here, data["file"])) as f:
+                arrays = {k: f[k] for k in ("X", "y", "X_test", "y_test") if k in f.files}
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"cannot read the data file {data['file']}: {err}") from err
         if "X" not in arrays or "y" not in arrays:
             raise SystemExit(f"{data['file']}: needs arrays X and y")
     else:
@@ -452,6 +455,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except argparse.ArgumentTypeError as err:  # a bad value in a TOML file, not a flag
+        print(f"dmft {args.command}: {err}", file=sys.stderr)
+        return 2
     except SystemExit as stop:
         if isinstance(stop.code, str):  # bad input: say why, exit 2 as argparse does
             print(f"dmft {args.command}: {stop.code}", file=sys.stderr)

@@ -945,9 +945,11 @@ def fit_depth_rate(
         boot.append(b)
     point, boot = np.array(point), np.array(boot)  # (D,), (D, B)
     if np.any(point <= 0):
+        unresolved = [study.depths[j] for j, v in zip(cols, point, strict=True) if v <= 0]
         raise ValueError(
             f"the bias of {quantity!r} at N = {study.widths[i]} is below the ensemble's noise at "
-            f"some depth; run more `seeds` or use a smaller `min_depth`"
+            f"L = {unresolved}; run more `seeds` (the noise falls as seeds^-1/2), or leave those "
+            "depths out of the fit (a larger `min_depth` drops the shallow ones)"
         )
     y = 0.5 * np.log(point)
     p, c, d, _, _ = _depth_fit(x, y, correction)

@@ -276,8 +276,8 @@ class Solution(Saveable):
         if step >= 0:
             return (
                 f"diverged: the loss or the NTK is not finite from step {step}; lower `eta0` "
-                f"(now {self.config.get('eta0')}) — gradient descent is stable only for "
-                "η₀·λ_max(K)/P < 2"
+                f"(now {self.config.get('eta0')}) — full-batch gradient descent is stable only for "
+                "η₀·λ_max(K)/P < 2 (2(1+μ) with momentum μ)"
             )
         if not bool(np.all(np.asarray(self.converged))):
             worst = float(np.max(np.asarray(self.residuals)))

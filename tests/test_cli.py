@@ -121,6 +121,9 @@ def test_exit_status_says_what_went_wrong(tmp_path, capsys):
     (tmp_path / "x.toml").write_text("[settings]\nwdith = 3\n")
     assert cli.main(["solve", "--config", str(tmp_path / "x.toml"), "--steps", "2"]) == 2
     assert "unknown [settings] keys ['wdith']" in capsys.readouterr().err
+    (tmp_path / "d.toml").write_text('[settings]\ndepth = "two"\nsteps = 2\n')
+    assert cli.main(["solve", "--config", str(tmp_path / "d.toml")]) == 2
+    assert "depth must be an int or 'inf'" in capsys.readouterr().err
     assert cli.main(["show", str(tmp_path / "missing.npz")]) == 2
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:  # argparse's own checks
