@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +15,9 @@ from jax import lax
 
 from dmft import linear_closure, monte_carlo
 from dmft import progress as progress_bar
+from dmft.cache import array_digest, code_version, make_key
 from dmft.errors import ConvergenceError, DivergenceError
+from dmft.io import load, save
 from dmft.network import input_kernel, ntk_from_kernels
 from dmft.results import Solution
 from dmft.schedule import batch_schedule
@@ -154,6 +158,7 @@ def solve_dmft(
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     throw: bool = True,
     progress: bool | None = None,
+    checkpoint=None,
     **simulator_only,
 ) -> Solution:
     """Solve the infinite-width DMFT of SPEC §3 at depth L, or its L → ∞ limit.
@@ -234,6 +239,11 @@ def solve_dmft(
         progress: show a progress bar (time steps done, rate, time left, and after each
             depth of a ladder its loss and Monte Carlo error). None (default): only when
             standard error is a terminal outside CI; never inside ``jit``/``vmap``.
+        checkpoint: a folder. Each finished solve (every depth of a ``depth=math.inf``
+            ladder, or the one depth) is saved there, atomically, keyed by the settings, the
+            data and the library's code; calling again with the same arguments loads the
+            finished ones instead of solving them, so a killed ladder resumes where it stopped.
+            Not inside ``jit``/``vmap``.
         **simulator_only: ``width``, ``seeds``, ``center``, … are accepted and ignored, so one
             dict of settings drives both ``simulate`` and ``solve_dmft``.
 
@@ -352,6 +362,11 @@ def solve_dmft(
         )
 
     show = progress_bar.enabled(progress, eta0, beta0, gamma0, X, y)
+    if checkpoint is not None and any(is_traced(v) for v in (eta0, beta0, gamma0)):
+        raise ValueError(
+            "`checkpoint` needs concrete `eta0`, `beta0` and `gamma0`; it cannot be used inside "
+            "jit/vmap (checkpoint each call of a sweep instead)"
+        )
     if check_only():
         return None
 
@@ -401,10 +416,19 @@ def solve_dmft(
     if not exact:
         settings.update(samples=samples, replicas=replicas, seed=seed, tol=float(tol))
 
+    finished = _Checkpoint(checkpoint, settings, X, y, X_test, y_test)
+
     def at_depth(L, part):
+        done = finished.get(L)
+        if done is not None:
+            bar.update(marches * (1 if exact else replicas))
+            return done
         if not flow:
-            return _solve_once(problem, L, eta0, steps, part=part)
-        return _solve_flow(problem, L, t_max, steps, flow_order, part=part)
+            sol = _solve_once(problem, L, eta0, steps, part=part)
+        else:
+            sol = _solve_flow(problem, L, t_max, steps, flow_order, part=part)
+        finished.put(L, sol)
+        return sol
 
     # one bar tick per time step of every march (and of every Monte Carlo replica)
     marches = (steps + 1) + (2 * steps + 1 if flow and flow_order == 2 else 0)
@@ -438,6 +462,33 @@ def solve_dmft(
     if not is_traced(solution.loss):
         object.__setattr__(solution, "_timings", {"wall_seconds": time.perf_counter() - start})
     return solution
+
+
+class _Checkpoint:
+    """Finished solves (each depth of a ladder, or the one depth) saved under ``folder``, keyed by
+    the settings, the data and the library's code, so an interrupted call resumes from them."""
+
+    def __init__(self, folder, settings, *arrays):
+        self.folder = None if folder is None else pathlib.Path(folder)
+        if self.folder is not None:
+            data = array_digest(*(np.asarray(a) for a in arrays if a is not None))
+            self.key = make_key({"settings": settings, "data": data, "code": code_version()})
+
+    def _path(self, depth):
+        return self.folder / f"solve-{self.key}-L{depth}.npz"
+
+    def get(self, depth):
+        if self.folder is None or not self._path(depth).exists():
+            return None
+        try:
+            return load(self._path(depth))
+        except (OSError, ValueError) as err:  # damaged by something else: solve it again
+            warnings.warn(f"ignoring an unreadable checkpoint: {err}", stacklevel=3)
+            return None
+
+    def put(self, depth, solution):
+        if self.folder is not None:
+            save(solution, self._path(depth))
 
 
 def _summary(sol) -> str:

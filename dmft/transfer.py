@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from dmft.cache import Cache, array_digest, code_version, make_key
 from dmft.io import Saveable
 from dmft.simulate import simulate
 
@@ -57,6 +58,20 @@ class Sweep(Saveable):
         """(len(widths), len(depths)) index of the value with the lowest loss."""
         return np.argmin(self.loss, axis=-1)
 
+    @property
+    def status(self) -> str:
+        """ "ok", or which (width, depth, value) points diverged (their loss is ``inf``)."""
+        bad = np.argwhere(~np.isfinite(np.asarray(self.loss)))
+        if bad.size == 0:
+            return "ok"
+        points = [
+            (self.widths[i], self.depths[j], float(np.asarray(self.values)[k])) for i, j, k in bad
+        ]
+        return (
+            f"diverged at {len(points)} of {np.size(self.loss)} points (width, depth, "
+            f"{self.name}): {points[:5]}{' …' if len(points) > 5 else ''}; their loss is inf"
+        )
+
     def best_value(self) -> np.ndarray:
         """(len(widths), len(depths)) the value with the lowest loss."""
         return np.asarray(self.values)[self.best_index()]
@@ -74,6 +89,7 @@ def hyperparameter_sweep(
     seeds: int = 4,
     field: str = "loss",
     progress: bool = False,
+    cache_dir=None,
     **kwargs,
 ) -> Sweep:
     """Final loss of simulated networks over a grid of one hyperparameter, widths and depths.
@@ -96,6 +112,10 @@ def hyperparameter_sweep(
         seeds: networks per (width, depth, value).
         field: "loss", or "test_loss" (pass ``X_test`` and ``y_test``).
         progress: show a progress bar while training.
+        cache_dir: a folder for finished points. Each (width, depth, value) is saved there
+            when it finishes, atomically, keyed by its settings, the data and the library's
+            code; rerunning the same sweep loads them, so a killed sweep resumes where it
+            stopped and loses nothing it finished.
         **kwargs: the other keywords of ``dmft.simulate``.
 
     Returns:
@@ -122,9 +142,26 @@ def hyperparameter_sweep(
     values = np.asarray(values, dtype=float)
     loss = np.full((len(widths), len(depths), len(values)), np.inf)
     se = np.zeros_like(loss)
+    cache = Cache(cache_dir)
+    base = dict(
+        name=name,
+        steps=steps,
+        seeds=seeds,
+        field=field,
+        settings={k: v for k, v in kwargs.items() if k not in ("X_test", "y_test")},
+        data=array_digest(
+            X, y, *(kwargs[k] for k in ("X_test", "y_test") if kwargs.get(k) is not None)
+        ),
+        code=code_version(),
+    )
     for i, n in enumerate(widths):
         for j, L in enumerate(depths):
             for k, v in enumerate(values):
+                key = make_key({**base, "width": n, "depth": L, "value": float(v)})
+                hit = cache.get(key)
+                if hit is not None:
+                    loss[i, j, k], se[i, j, k] = hit[0]["point"]
+                    continue
                 res = simulate(
                     X,
                     y,
@@ -141,6 +178,7 @@ def hyperparameter_sweep(
                 if np.all(np.isfinite(final)):
                     loss[i, j, k] = final.mean()
                     se[i, j, k] = final.std(ddof=1) / np.sqrt(seeds) if seeds > 1 else 0.0
+                cache.put(key, {"point": np.array([loss[i, j, k], se[i, j, k]])})
     return Sweep(
         name,
         values,
