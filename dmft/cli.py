@@ -147,6 +147,7 @@ SOLVE_FLAGS = [
     ("samples", int, "Monte Carlo sites per replica"),
     ("replicas", int, "independent Monte Carlo replicas (>= 2)"),
     ("tol", float, "largest accepted relative Monte Carlo error of the loss"),
+    ("devices", int, "spread the Monte Carlo sites over the first n local devices (default: all)"),
     ("depths", "ints", "depth ladder for depth=inf, comma separated, e.g. 4,8,16,32"),
     ("flow_order", int, "1 or 2: order in the time step of the flow solver"),
     ("no_responses", None, "drop the response terms Aˡ, Bˡ (the ablation)"),

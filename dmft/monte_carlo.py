@@ -45,6 +45,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from dmft.linear_closure import momentum_weights
 from dmft.progress import tick
@@ -107,6 +108,7 @@ def solve_mc(
     responses=True,
     segments=4,
     progress=False,
+    mesh=None,
 ):
     """Time-march the Monte Carlo DMFT with ``samples`` sites (see module docstring).
 
@@ -123,6 +125,10 @@ def solve_mc(
         responses: keep the Aˡ, Bˡ terms (False: the ablation of SPEC §3).
         segments: the march is compiled in this many time segments, each working on arrays cut
             to the times reached so far (more segments: less work, longer compilation).
+        mesh: a one-axis ``jax.sharding.Mesh`` (axis "sites") to spread the sites over its
+            devices, or None. Every site array is split along its site axis; the averages over
+            sites become sums across devices, which XLA inserts (GSPMD), so the code is the same
+            on one device or many and the random sources are the same draws.
 
     Returns:
         dict with f (T+1, Pt), Phi (L+1, M, M), G (L+1, M, M), H (L+1, T+1, Pt, Pt) equal-time
@@ -140,11 +146,18 @@ def solve_mc(
     phi, dphi = act.fn, act.deriv
     time_of = jnp.arange(M) // Pt
 
+    def on_sites(x, axis):  # split the site axis over the mesh's devices
+        if mesh is None:
+            return x
+        spec = [None] * x.ndim
+        spec[axis] = "sites"
+        return lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
     k0, kw, ku, kr = jax.random.split(key, 4)
-    u0 = jax.random.normal(k0, (S, Pt), dt) @ _sym_sqrt(Kx)
-    w0 = jax.random.normal(kw, (S,), dt)
-    zu = jax.random.normal(ku, (L, S, M), dt)
-    zr = jax.random.normal(kr, (L, S, M), dt)
+    u0 = on_sites(jax.random.normal(k0, (S, Pt), dt), 0) @ _sym_sqrt(Kx)
+    w0 = on_sites(jax.random.normal(kw, (S,), dt), 0)
+    zu = on_sites(jax.random.normal(ku, (L, S, M), dt), 1)
+    zr = on_sites(jax.random.normal(kr, (L, S, M), dt), 1)
 
     def mean_outer(a, B_):  # E[a Bᵀ] over sites: (Pt, M)
         return a.T @ B_ / S
@@ -158,10 +171,10 @@ def solve_mc(
         return lax.dynamic_update_slice_in_dim(row, x.T @ x / S, rows, axis=1)
 
     state = dict(
-        ph=jnp.zeros((L + 1, S, M), dt),  # φ(hᵏ), k = 1..L+1
-        gg=jnp.zeros((L + 1, S, M), dt),  # gᵏ, k = 1..L+1
-        phw=jnp.zeros((L, S, M), dt),  # φ(hˡ) whitened against Φˡ
-        ggw=jnp.zeros((L, S, M), dt),  # gˡ⁺¹ whitened against Gˡ⁺¹
+        ph=on_sites(jnp.zeros((L + 1, S, M), dt), 1),  # φ(hᵏ), k = 1..L+1
+        gg=on_sites(jnp.zeros((L + 1, S, M), dt), 1),  # gᵏ, k = 1..L+1
+        phw=on_sites(jnp.zeros((L, S, M), dt), 1),  # φ(hˡ) whitened against Φˡ
+        ggw=on_sites(jnp.zeros((L, S, M), dt), 1),  # gˡ⁺¹ whitened against Gˡ⁺¹
         Phi=jnp.zeros((L + 1, M, M), dt),
         G=jnp.zeros((L + 1, M, M), dt),
         DA=jnp.zeros((L, Pt, M), dt),  # control variates E[φ(hˡ(s)) ξ(s)ᵀ] (zero mean)
@@ -298,6 +311,8 @@ def solve_mc(
         st = dict(sub)  # columns >= Mk are still zero: pad with the zero initial state
         for k in site:
             st[k] = state[k].at[..., :Mk].set(sub[k])
+            if k in ("ph", "gg", "phw", "ggw"):
+                st[k] = on_sites(st[k], 1)
         for k in ("Phi", "G"):
             st[k] = state[k].at[:, :Mk, :Mk].set(sub[k])
     return {"f": st["f"], "Phi": st["Phi"], "G": st["G"], "H": st["H"]}

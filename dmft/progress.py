@@ -46,6 +46,12 @@ def _advance(*_):
         b.update(1)
 
 
+def advance(n: int) -> None:
+    """On the host: advance the open bar by ``n`` steps (work loaded instead of run)."""
+    if _BARS:
+        _BARS[-1].update(n)
+
+
 def tick(step) -> None:
     """Inside a compiled loop: advance the open bar by one when this step has run."""
     jax.debug.callback(_advance, step)

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dmft.errors import DivergenceError
@@ -29,6 +30,20 @@ def _at_initialisation(dtype, gamma0: bool) -> str:
 
 def _shape(x):
     return None if x is None else tuple(np.shape(x))
+
+
+def depth_relative_error(loss, depth_error, loss_error, tol, xp=jnp):
+    """Largest ``depth_error / max(loss, tol·loss(0))`` over the steps where the depth error is
+    above three Monte Carlo standard errors (0 where there are none).
+
+    Once the loss has fallen below ``tol`` of its initial value the error is measured against
+    that floor: a loss decaying like e^{−2Kτ} has a relative depth error growing with τ
+    (the rate K depends on the depth), however exact the extrapolation of the rate."""
+    loss, depth_error = xp.asarray(loss), xp.asarray(depth_error)
+    floor = tol * xp.abs(loss[..., :1])
+    noisy = depth_error <= 3 * xp.asarray(loss_error)
+    rel = depth_error / xp.maximum(loss, floor)
+    return xp.max(xp.where(noisy, 0.0, rel))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +276,18 @@ class Solution(Saveable):
         return tuple(range(1, np.shape(self.phi_kernel)[0] + 1))
 
     @property
+    def depth_residual(self) -> float:
+        """``depth=math.inf`` with three or more depths: the largest relative depth error
+        ``converged`` was judged on (0 otherwise)."""
+        if self.depth_error is None or len(self.config.get("depths") or ()) < 3:
+            return 0.0
+        return float(
+            depth_relative_error(
+                self.loss, self.depth_error, self.loss_error, self.config.get("tol", 0.05), xp=np
+            )
+        )
+
+    @property
     def status(self) -> str:
         step = int(np.max(np.asarray(self.diverged_step)))
         if step == 0:
@@ -279,13 +306,29 @@ class Solution(Saveable):
                 f"(now {self.config.get('eta0')}) — full-batch gradient descent is stable only for "
                 "η₀·λ_max(K)/P < 2 (2(1+μ) with momentum μ)"
             )
+        worst = float(np.max(np.asarray(self.residuals)))
+        if not bool(np.all(np.asarray(self.converged))) and worst <= self.config.get("tol", 0.0):
+            if self.depth_error is not None:  # Monte Carlo converged: the depth ladder did not
+                depths = self.config.get("depths")
+                return (
+                    f"not converged: the depth extrapolation moves by {100 * self.depth_residual:.3g}% "
+                    f"of the loss when the shallowest depth of `depths` = {depths} is dropped, above "
+                    f"`tol` = {self.config.get('tol')}: the rungs are not in their 1/L regime; add "
+                    f"deeper depths (e.g. {tuple(depths[1:]) + (2 * depths[-1],)}), or lower `eta0` "
+                    "if it is near the stability edge, and compare with the rungs in `ladder`"
+                )
         if not bool(np.all(np.asarray(self.converged))):
-            worst = float(np.max(np.asarray(self.residuals)))
             return (
                 f"not converged: the Monte Carlo error of the loss reaches {100 * worst:.3g}% of "
                 f"the loss, above `tol` = {self.config.get('tol')}; raise `samples` (now "
                 f"{self.config.get('samples')}; the error falls as samples^-1/2) or `replicas`, "
                 "or loosen `tol`"
+                + (
+                    "; an error far above the samples^-1/2 trend can be float32 rounding of large "
+                    "fields (large `beta0` or kernels): try dtype='float64'"
+                    if self.config.get("dtype") == "float32"
+                    else ""
+                )
             )
         return "ok"
 

@@ -12,14 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh
 
-from dmft import linear_closure, monte_carlo
+from dmft import cache, linear_closure, monte_carlo
 from dmft import progress as progress_bar
-from dmft.cache import array_digest, code_version, make_key
 from dmft.errors import ConvergenceError, DivergenceError
 from dmft.io import load, save
 from dmft.network import input_kernel, ntk_from_kernels
-from dmft.results import Solution
+from dmft.results import Solution, depth_relative_error
 from dmft.schedule import batch_schedule
 from dmft.settings import (
     check_common,
@@ -57,25 +57,34 @@ _linear = jax.jit(
 )
 
 
+def _mc_replica(Kx, y, omega, eta0, beta0, gamma0, key, index, *, n_train, **kw):
+    """Monte Carlo replica ``index`` (sources from ``fold_in(key, index)``): its kernels and
+    predictions, and its (2, T+1) training and test losses."""
+    out = monte_carlo.solve_mc(
+        Kx, y, omega, eta0, beta0, gamma0, jax.random.fold_in(key, index), **kw
+    )
+    err = (y[None, :] - out["f"]) ** 2
+    loss = jnp.stack(
+        [0.5 * jnp.mean(err[:, :n_train], axis=1), 0.5 * jnp.mean(err[:, n_train:], axis=1)]
+    )
+    return out, loss
+
+
 def _mc_replicas(Kx, y, omega, eta0, beta0, gamma0, key, *, n_train, replicas, **kw):
     """Run ``replicas`` independent Monte Carlo solves one after another (memory of one) and
     return the mean kernels and predictions with the per-replica training and test losses."""
     dt = Kx.dtype
 
-    def one(key):
-        return monte_carlo.solve_mc(Kx, y, omega, eta0, beta0, gamma0, key, **kw)
+    def one(i):
+        return _mc_replica(Kx, y, omega, eta0, beta0, gamma0, key, i, n_train=n_train, **kw)
 
-    shapes = jax.eval_shape(one, key)
-    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-    T1 = shapes["f"].shape[0]
+    shapes = jax.eval_shape(one, 0)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes[0])
+    T1 = shapes[1].shape[-1]
 
     def body(i, carry):
         acc, losses = carry
-        out = one(jax.random.fold_in(key, i))
-        err = (y[None, :] - out["f"]) ** 2
-        loss_i = jnp.stack(
-            [0.5 * jnp.mean(err[:, :n_train], axis=1), 0.5 * jnp.mean(err[:, n_train:], axis=1)]
-        )
+        out, loss_i = one(i)
         acc = jax.tree.map(lambda a, b: a + b / replicas, acc, out)
         return acc, losses.at[i].set(loss_i)
 
@@ -83,22 +92,22 @@ def _mc_replicas(Kx, y, omega, eta0, beta0, gamma0, key, *, n_train, replicas, *
     return lax.fori_loop(0, replicas, body, (zeros, losses))
 
 
-_monte_carlo = jax.jit(
-    _mc_replicas,
-    static_argnames=(
-        "n_train",
-        "replicas",
-        "act",
-        "depth",
-        "steps",
-        "alpha",
-        "momentum",
-        "samples",
-        "rtol",
-        "responses",
-        "progress",
-    ),
+_MC_STATIC = (
+    "n_train",
+    "act",
+    "depth",
+    "steps",
+    "alpha",
+    "momentum",
+    "samples",
+    "rtol",
+    "responses",
+    "progress",
+    "mesh",
 )
+# one replica at a time, for a checkpointed solve that saves each finished replica
+_monte_carlo_replica = jax.jit(_mc_replica, static_argnames=_MC_STATIC)
+_monte_carlo = jax.jit(_mc_replicas, static_argnames=(*_MC_STATIC, "replicas"))
 
 
 def _two_time(K, steps, n_all, n_train):
@@ -159,6 +168,7 @@ def solve_dmft(
     throw: bool = True,
     progress: bool | None = None,
     checkpoint=None,
+    devices=None,
     **simulator_only,
 ) -> Solution:
     """Solve the infinite-width DMFT of SPEC §3 at depth L, or its L → ∞ limit.
@@ -231,6 +241,10 @@ def solve_dmft(
         seed: seed of the Monte Carlo sources.
         tol: largest accepted relative Monte Carlo standard error of the loss; above it the
             solution has ``converged=False`` (and ``throw`` raises ``dmft.ConvergenceError``).
+            With ``depth=math.inf`` and three or more ``depths``, also the largest accepted
+            ``depth_error`` relative to the loss (where it exceeds three Monte Carlo standard
+            errors): a ladder whose limit moves by more when its shallowest depth is dropped is
+            not in its 1/L regime.
         dtype: float32 or float64 (default: JAX's default float).
         memory_limit: refuse, before compiling, a solve whose estimated memory exceeds this.
         throw: raise ``dmft.DivergenceError`` on a non-finite loss or NTK and
@@ -244,6 +258,13 @@ def solve_dmft(
             data and the library's code; calling again with the same arguments loads the
             finished ones instead of solving them, so a killed ladder resumes where it stopped.
             Not inside ``jit``/``vmap``.
+        devices: the devices the Monte Carlo sites are spread over: None (default) for every
+            local device of JAX's default backend, an int n for the first n of them, or a list
+            of ``jax.Device``. With more than one, ``samples`` must be a multiple of their
+            number (the default is rounded up to one). Each replica's sites are split evenly;
+            the averages over sites are summed across devices, so the result equals the
+            one-device result up to the order of floating-point sums. The exact linear path
+            has no sites and runs on the default device.
         **simulator_only: ``width``, ``seeds``, ``center``, … are accepted and ignored, so one
             dict of settings drives both ``simulate`` and ``solve_dmft``.
 
@@ -254,7 +275,8 @@ def solve_dmft(
         ValueError: bad input, before compiling.
         TypeError: bad input, before compiling.
         DivergenceError: when ``throw`` and the loss becomes non-finite.
-        ConvergenceError: when ``throw`` and the Monte Carlo error exceeds ``tol``.
+        ConvergenceError: when ``throw`` and the Monte Carlo error (or, for
+            ``depth=math.inf``, the depth extrapolation's error) exceeds ``tol``.
 
     Examples:
         The lazy limit of a linear network on one point reproduces the closed form of SPEC §6,
@@ -337,12 +359,22 @@ def solve_dmft(
     steps_max = 2 * steps if (flow and flow_order == 2) else steps
     depth_max = depths[-1] if depth == math.inf else depth
     M = (steps_max + 1) * n_all
-    if not exact:
-        if samples is None:
-            samples = max(8192, 4 * M)
-        check_int("samples", samples, minimum=2 * M)
-        check_int("replicas", replicas, minimum=2)
-        check_int("seed", seed, minimum=0)
+    # the sampling options are checked on the exact path too, where they are unused: a typo
+    # there would otherwise pass silently and fail later when the activation changes
+    devs = _resolve_devices(devices)
+    if samples is None and not exact:
+        samples = max(8192, 4 * M)
+        samples = -(-samples // len(devs)) * len(devs)
+    if samples is not None:
+        check_int("samples", samples, minimum=2 * M if not exact else 2)
+    if not exact and samples % len(devs):
+        raise ValueError(
+            f"`samples` = {samples} must be a multiple of the number of devices ({len(devs)}) "
+            f"so the sites split evenly; use samples={-(-samples // len(devs)) * len(devs)}, or "
+            "choose `devices`"
+        )
+    check_int("replicas", replicas, minimum=2)
+    check_int("seed", seed, minimum=0)
     check_scalar("tol", tol, low=0.0, low_open=True)
     dt = resolve_dtype(dtype)
     if exact:
@@ -393,6 +425,7 @@ def solve_dmft(
         momentum=float(momentum),
         responses=bool(responses),
         progress=show,
+        mesh=None if exact or len(devs) == 1 else Mesh(np.array(devs), ("sites",)),
     )
     settings = dict(
         depth=depth,
@@ -414,13 +447,17 @@ def solve_dmft(
     if depth == math.inf:
         settings.update(depths=depths)
     if not exact:
-        settings.update(samples=samples, replicas=replicas, seed=seed, tol=float(tol))
+        settings.update(samples=samples, replicas=replicas, seed=seed, devices=len(devs))
+    if not exact or depth == math.inf:
+        settings.update(tol=float(tol))
 
     finished = _Checkpoint(checkpoint, settings, X, y, X_test, y_test)
+    problem["store"] = finished
 
     def at_depth(L, part):
         done = finished.get(L)
         if done is not None:
+            finished.drop_units(L)  # left by a run killed between saving the solve and this
             bar.update(marches * (1 if exact else replicas))
             return done
         if not flow:
@@ -456,23 +493,74 @@ def solve_dmft(
         if int(solution.diverged_step) >= 0:
             raise DivergenceError(solution.status, step=int(solution.diverged_step))
         if not bool(solution.converged):
-            raise ConvergenceError(
-                solution.status, iterations=1, residual=float(np.max(solution.residuals))
-            )
+            residual = float(np.max(solution.residuals))
+            if solution.depth_error is not None:
+                residual = max(residual, solution.depth_residual)
+            raise ConvergenceError(solution.status, iterations=1, residual=residual)
     if not is_traced(solution.loss):
         object.__setattr__(solution, "_timings", {"wall_seconds": time.perf_counter() - start})
     return solution
 
 
+def _resolve_devices(devices) -> list:
+    """The devices of ``solve_dmft(devices=...)``, checked (see its docstring)."""
+    local = jax.local_devices()
+    if devices is None:
+        return local
+    if isinstance(devices, bool) or not isinstance(devices, (int, list, tuple)):
+        raise TypeError(
+            f"`devices` must be None, an int or a list of jax.Device, got {type(devices).__name__}"
+        )
+    if isinstance(devices, int):
+        if not 1 <= devices <= len(local):
+            raise ValueError(
+                f"`devices` must be in [1, {len(local)}] (the local devices: {local}), got {devices}"
+            )
+        return local[:devices]
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError("`devices` as a list must hold at least one jax.Device, and only those")
+    if len(set(devices)) != len(devices):
+        raise ValueError("`devices` lists a device twice")
+    return list(devices)
+
+
 class _Checkpoint:
     """Finished solves (each depth of a ladder, or the one depth) saved under ``folder``, keyed by
-    the settings, the data and the library's code, so an interrupted call resumes from them."""
+    the settings, the data and the library's code, so an interrupted call resumes from them;
+    within a Monte Carlo solve, each finished replica (a unit), removed once its solve is saved."""
 
     def __init__(self, folder, settings, *arrays):
         self.folder = None if folder is None else pathlib.Path(folder)
         if self.folder is not None:
-            data = array_digest(*(np.asarray(a) for a in arrays if a is not None))
-            self.key = make_key({"settings": settings, "data": data, "code": code_version()})
+            data = cache.array_digest(*(np.asarray(a) for a in arrays if a is not None))
+            self.key = cache.make_key(
+                {"settings": settings, "data": data, "code": cache.code_version()}
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.folder is not None
+
+    def _unit_path(self, unit):
+        return self.folder / f"solve-{self.key}-{unit}.npz"
+
+    def get_unit(self, unit):
+        path = self._unit_path(unit)
+        if not path.exists():
+            return None
+        try:
+            return cache.read_npz(path)[0]
+        except (OSError, ValueError) as err:
+            warnings.warn(f"ignoring an unreadable checkpoint: {err}", stacklevel=3)
+            return None
+
+    def put_unit(self, unit, arrays):
+        cache.write_npz(self._unit_path(unit), arrays)
+
+    def drop_units(self, depth):
+        if self.folder is not None:
+            for path in self.folder.glob(f"solve-{self.key}-L{depth}-part*-replica*.npz"):
+                path.unlink(missing_ok=True)
 
     def _path(self, depth):
         return self.folder / f"solve-{self.key}-L{depth}.npz"
@@ -489,6 +577,7 @@ class _Checkpoint:
     def put(self, depth, solution):
         if self.folder is not None:
             save(solution, self._path(depth))
+            self.drop_units(depth)
 
 
 def _summary(sol) -> str:
@@ -499,16 +588,24 @@ def _summary(sol) -> str:
     return f"loss {loss:.4g}"
 
 
-def _solve_once(problem, depth, eta0, steps, *, part):
-    """One causal march at finite depth for discrete time (``eta0`` may be dτ); never throws."""
+def _march_inputs(problem, depth, eta0, steps):
+    """The batch weights, traced scalars and static settings of one march."""
     p = problem
-    P, dt, Kx = p["n_train"], p["dt"], p["Kx"]
-    n_all = Kx.shape[0]
+    P, dt, n_all = p["n_train"], p["dt"], p["Kx"].shape[0]
     omega = np.zeros((steps, n_all))
     mask = batch_schedule(P, p["batch_size"], steps, p["batch_seed"])
     omega[:, :P] = mask / mask.sum(axis=1, keepdims=True)
     scalars = tuple(jnp.asarray(v, dt) for v in (eta0, p["beta0"], p["gamma0"]))
     common_static = dict(depth=depth, steps=steps, alpha=p["alpha"], momentum=p["momentum"])
+    return omega, scalars, common_static
+
+
+def _solve_once(problem, depth, eta0, steps, *, part):
+    """One causal march at finite depth for discrete time (``eta0`` may be dτ); never throws."""
+    p = problem
+    P, dt, Kx = p["n_train"], p["dt"], p["Kx"]
+    n_all = Kx.shape[0]
+    omega, scalars, common_static = _march_inputs(problem, depth, eta0, steps)
     exact = p["exact"]
     # Full-precision matrix products: on GPUs float32 products default to TF32 (10-bit
     # mantissa), which breaks the Gram–Schmidt whitening (NaN on an H100) and the closure.
@@ -580,21 +677,38 @@ def _march(p, Kx, omega, scalars, common_static, part):
     key = jax.random.PRNGKey(p["seed"])
     if part:  # independent sources for each solve of a flow or depth extrapolation
         key = jax.random.fold_in(key, part)
-    return _monte_carlo(
-        Kx,
-        jnp.asarray(p["y_all"], dt),
-        jnp.asarray(omega, dt),
-        *scalars,
-        key,
+    args = (Kx, jnp.asarray(p["y_all"], dt), jnp.asarray(omega, dt), *scalars, key)
+    static = dict(
         n_train=p["n_train"],
-        replicas=p["replicas"],
         act=p["act"],
         samples=p["samples"],
         rtol=float(np.sqrt(np.finfo(dt).eps)) ** 1.5,
         responses=p["responses"],
         progress=p["progress"],
+        mesh=p["mesh"],
         **common_static,
     )
+    store = p["store"]
+    if not store.active:
+        return _monte_carlo(*args, replicas=p["replicas"], **static)
+    # checkpointed: one compiled replica at a time, each saved when finished, so a killed
+    # solve loses at most the replica it was in (same sum, in the same order, as above)
+    acc, losses = None, []
+    for i in range(p["replicas"]):
+        unit = f"L{common_static['depth']}-part{part}-replica{i}"
+        saved = store.get_unit(unit)
+        if saved is None:
+            out, loss_i = _monte_carlo_replica(*args, i, **static)
+            saved = {**{k: np.asarray(v) for k, v in out.items()}, "loss": np.asarray(loss_i)}
+            store.put_unit(unit, saved)
+        elif p["progress"]:
+            progress_bar.advance(common_static["steps"] + 1)
+        loss_i = jnp.asarray(saved.pop("loss"))
+        out = {k: jnp.asarray(v) for k, v in saved.items()}
+        zeros = {k: jnp.zeros_like(v) for k, v in out.items()}
+        acc = jax.tree.map(lambda a, b: a + b / p["replicas"], acc or zeros, out)
+        losses.append(loss_i)
+    return acc, jnp.stack(losses)
 
 
 def _loss(y, predictions, dt):
@@ -742,9 +856,23 @@ def _depth_limit(problem, depths, ladder):
     time_error = None
     if all(e is not None for e in time_errors):
         time_error = jnp.sqrt(sum((w * e) ** 2 for w, e in zip(weights, time_errors, strict=True)))
+    depth_error = jnp.abs(sol.loss - top)
+    # The ladder is trusted only where dropping its shallowest depth moves the limit by less
+    # than `tol` of the loss (or by less than the Monte Carlo noise, which `tol` judges already):
+    # rungs outside the 1/L regime (too shallow, or near the stability edge) fail it. With two
+    # depths the limit without the shallowest is the deepest solve itself, so depth_error is
+    # the whole 1/L correction, not an error of the extrapolation: nothing to judge.
+    converged = sol.converged
+    if len(depths) >= 3:
+        converged = jnp.logical_and(
+            converged,
+            depth_relative_error(sol.loss, depth_error, sol.loss_error, problem["tol"])
+            <= problem["tol"],
+        )
     return dataclasses.replace(
         sol,
-        depth_error=jnp.abs(sol.loss - top),
+        converged=converged,
+        depth_error=depth_error,
         time_error=time_error,
         ladder=tuple(ladder),
     )

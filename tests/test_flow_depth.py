@@ -195,3 +195,47 @@ def test_extrapolated_loss_is_the_loss_of_the_extrapolated_predictions():
     pred = np.asarray(sol.predictions)
     np.testing.assert_allclose(sol.loss, 0.5 * np.mean((1.0 - pred) ** 2, axis=-1), rtol=1e-12)
     assert np.all(np.asarray(sol.loss) >= 0)
+
+
+X2 = np.array([[1.0, 0.2, -0.5], [0.3, -1.0, 0.8]])
+Y2 = np.array([1.0, -0.5])
+
+
+def test_a_ladder_outside_its_one_over_depth_regime_is_not_converged():
+    """Near the stability edge (η₀ = 0.85 here; the L = 32 rung ends at loss 6e4 against 1e-2
+    for L = 16) the Richardson limit (5.8e5) is meaningless although every rung is finite:
+    dropping the shallowest depth moves it by 36% of the loss, so it is reported, and raised."""
+    kw = dict(depth=math.inf, activation="linear", eta0=0.85, steps=10)
+    sol = dmft.solve_dmft(X2, Y2, **kw, throw=False)
+    assert int(sol.diverged_step) == -1 and np.all(np.isfinite(sol.loss))
+    assert not bool(sol.converged)
+    assert sol.depth_residual > 0.05
+    assert "depth extrapolation" in sol.status and "(8, 16, 32, 64)" in sol.status
+    with pytest.raises(dmft.ConvergenceError, match="depth extrapolation") as err:
+        dmft.solve_dmft(X2, Y2, **kw)
+    assert err.value.residual == pytest.approx(sol.depth_residual)
+    # far from the edge the same ladder is in its 1/L regime
+    calm = dmft.solve_dmft(X2, Y2, **{**kw, "eta0": 0.1})
+    assert bool(calm.converged) and calm.status == "ok" and calm.depth_residual < 0.01
+
+
+def test_depth_relative_error_ignores_noise_and_measures_small_losses_against_a_floor():
+    from dmft.results import depth_relative_error
+
+    loss = np.array([1.0, 0.5, 1e-20])
+    err = np.array([0.0, 0.1, 1e-3])
+    # inside three standard errors: ignored
+    assert depth_relative_error(loss, err, np.array([0.0, 0.04, 1.0]), 0.05, np) == 0
+    # 0.1 of a loss of 0.5; a loss below 5% of its start is measured against 0.05
+    assert depth_relative_error(loss, err, np.zeros(3), 0.05, np) == pytest.approx(0.2)
+    assert depth_relative_error(loss, err * [1, 0.1, 100], np.zeros(3), 0.05, np) == 2.0
+
+
+def test_exact_path_still_checks_the_sampling_options():
+    for kw, name in [
+        (dict(samples=0), "samples"),
+        (dict(replicas=1), "replicas"),
+        (dict(seed=-1), "seed"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            dmft.solve_dmft(*ONE, depth=2, activation="linear", steps=2, **kw)

@@ -18,6 +18,7 @@ X = np.array([[1.0, 0.2, -0.5], [0.3, -1.0, 0.8]])
 Y = np.array([1.0, -0.5])
 LADDER = dict(depth=math.inf, depths=(1, 2, 4), activation="relu", eta0=0.2, steps=3,
               samples=256, replicas=2, tol=1.0)  # fmt: skip
+SINGLE = dict(depth=2, activation="relu", eta0=0.2, steps=3, samples=256, replicas=4, tol=1.0)
 SWEEP = dict(values=[0.05, 0.1, 0.2], widths=(8,), depths=(1, 2), steps=2, seeds=2,
              activation="linear", center=True)  # fmt: skip
 
@@ -45,10 +46,13 @@ if what == "ladder":
     import dmft.solve as solve
     solve.save = wrap(solve.save)
     dmft.solve_dmft(X, Y, checkpoint=folder, **{})
+elif what == "replicas":
+    cache.write_npz = wrap(cache.write_npz)
+    dmft.solve_dmft(X, Y, checkpoint=folder, **{})
 else:
     cache.write_npz = wrap(cache.write_npz)
     dmft.hyperparameter_sweep(X, Y, cache_dir=folder, **{})
-""".format(repr(LADDER).replace("inf", "math.inf"), repr(SWEEP))
+""".format(repr(LADDER).replace("inf", "math.inf"), repr(SINGLE), repr(SWEEP))
 
 
 def _kill_after(folder, after, what):
@@ -64,7 +68,8 @@ def _kill_after(folder, after, what):
 
 def test_a_killed_depth_ladder_resumes_from_its_finished_depths(tmp_path, monkeypatch):
     files = _kill_after(tmp_path, 2, "ladder")
-    assert len(files) == 2 and all(f.endswith(("-L1.npz", "-L2.npz")) for f in files)
+    rungs = [f for f in files if "replica" not in f]  # the last rung's replicas may remain
+    assert len(rungs) == 2 and all(f.endswith(("-L1.npz", "-L2.npz")) for f in rungs)
 
     solved = []
     real = solve._solve_once
@@ -86,6 +91,29 @@ def test_a_killed_depth_ladder_resumes_from_its_finished_depths(tmp_path, monkey
     # other settings are other solves: nothing is reused
     dmft.solve_dmft(X, Y, checkpoint=tmp_path, **{**LADDER, "eta0": 0.1})
     assert len(os.listdir(tmp_path)) == 6
+
+
+def test_a_killed_single_solve_resumes_from_its_finished_replicas(tmp_path, monkeypatch):
+    """One finite-depth Monte Carlo solve: each finished replica is on disk, so a solve killed
+    in its third replica recomputes only the last two, and ends with the same numbers."""
+    files = _kill_after(tmp_path, 2, "replicas")
+    assert len(files) == 2 and all("-replica" in f for f in files)
+
+    ran = []
+    real = solve._monte_carlo_replica
+
+    def counting(*a, **k):
+        ran.append(int(a[-1]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(solve, "_monte_carlo_replica", counting)
+    resumed = dmft.solve_dmft(X, Y, checkpoint=tmp_path, **SINGLE)
+    assert ran == [2, 3]
+    assert [f for f in os.listdir(tmp_path) if "replica" in f] == []  # folded into the solve
+    monkeypatch.setattr(solve, "_monte_carlo_replica", real)
+    fresh = dmft.solve_dmft(X, Y, **SINGLE)  # not checkpointed: all replicas in one program
+    for name in ("loss", "predictions", "ntk", "loss_error", "phi_two_time", "g_two_time"):
+        np.testing.assert_array_equal(np.asarray(getattr(resumed, name)), getattr(fresh, name))
 
 
 def test_a_killed_sweep_resumes_without_recomputing_finished_points(tmp_path, monkeypatch):
