@@ -33,6 +33,12 @@ def main():
             "--out",
             os.path.join(results, f"solve_linear{suffix}.json"),
         ],
+        [
+            "bench_memory_devices.py",
+            *small,
+            "--out",
+            os.path.join(results, f"memory_devices{suffix}.json"),
+        ],
         ["validate_flow_depth.py", "networks", *quick, "--networks", nets],
         [
             "validate_flow_depth.py",
