@@ -362,16 +362,18 @@ def solve_dmft(
     # the sampling options are checked on the exact path too, where they are unused: a typo
     # there would otherwise pass silently and fail later when the activation changes
     devs = _resolve_devices(devices)
+
+    def whole_devices(n):  # n rounded up to a multiple of the number of devices
+        return -(-n // len(devs)) * len(devs)
+
     if samples is None and not exact:
-        samples = max(8192, 4 * M)
-        samples = -(-samples // len(devs)) * len(devs)
+        samples = whole_devices(max(8192, 4 * M))
     if samples is not None:
         check_int("samples", samples, minimum=2 * M if not exact else 2)
     if not exact and samples % len(devs):
         raise ValueError(
             f"`samples` = {samples} must be a multiple of the number of devices ({len(devs)}) "
-            f"so the sites split evenly; use samples={-(-samples // len(devs)) * len(devs)}, or "
-            "choose `devices`"
+            f"so the sites split evenly; use samples={whole_devices(samples)}, or choose `devices`"
         )
     check_int("replicas", replicas, minimum=2)
     check_int("seed", seed, minimum=0)
@@ -588,24 +590,16 @@ def _summary(sol) -> str:
     return f"loss {loss:.4g}"
 
 
-def _march_inputs(problem, depth, eta0, steps):
-    """The batch weights, traced scalars and static settings of one march."""
-    p = problem
-    P, dt, n_all = p["n_train"], p["dt"], p["Kx"].shape[0]
-    omega = np.zeros((steps, n_all))
-    mask = batch_schedule(P, p["batch_size"], steps, p["batch_seed"])
-    omega[:, :P] = mask / mask.sum(axis=1, keepdims=True)
-    scalars = tuple(jnp.asarray(v, dt) for v in (eta0, p["beta0"], p["gamma0"]))
-    common_static = dict(depth=depth, steps=steps, alpha=p["alpha"], momentum=p["momentum"])
-    return omega, scalars, common_static
-
-
 def _solve_once(problem, depth, eta0, steps, *, part):
     """One causal march at finite depth for discrete time (``eta0`` may be dτ); never throws."""
     p = problem
     P, dt, Kx = p["n_train"], p["dt"], p["Kx"]
     n_all = Kx.shape[0]
-    omega, scalars, common_static = _march_inputs(problem, depth, eta0, steps)
+    omega = np.zeros((steps, n_all))
+    mask = batch_schedule(P, p["batch_size"], steps, p["batch_seed"])
+    omega[:, :P] = mask / mask.sum(axis=1, keepdims=True)
+    scalars = tuple(jnp.asarray(v, dt) for v in (eta0, p["beta0"], p["gamma0"]))
+    common_static = dict(depth=depth, steps=steps, alpha=p["alpha"], momentum=p["momentum"])
     exact = p["exact"]
     # Full-precision matrix products: on GPUs float32 products default to TF32 (10-bit
     # mantissa), which breaks the Gram–Schmidt whitening (NaN on an H100) and the closure.
@@ -703,11 +697,9 @@ def _march(p, Kx, omega, scalars, common_static, part):
             store.put_unit(unit, saved)
         elif p["progress"]:
             progress_bar.advance(common_static["steps"] + 1)
-        loss_i = jnp.asarray(saved.pop("loss"))
-        out = {k: jnp.asarray(v) for k, v in saved.items()}
-        zeros = {k: jnp.zeros_like(v) for k, v in out.items()}
-        acc = jax.tree.map(lambda a, b: a + b / p["replicas"], acc or zeros, out)
-        losses.append(loss_i)
+        losses.append(jnp.asarray(saved.pop("loss")))
+        acc = {k: (0 if acc is None else acc[k]) + jnp.asarray(v) / p["replicas"]
+               for k, v in saved.items()}  # fmt: skip
     return acc, jnp.stack(losses)
 
 
