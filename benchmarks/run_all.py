@@ -39,6 +39,8 @@ def main():
             "--out",
             os.path.join(results, f"memory_devices{suffix}.json"),
         ],
+        ["bench_mc_flops.py", *small, "--out", os.path.join(results, f"mc_flops{suffix}.json")],
+        ["bench_speedup.py", *small, "--out", os.path.join(results, f"speedup{suffix}.json")],
         ["validate_flow_depth.py", "networks", *quick, "--networks", nets],
         [
             "validate_flow_depth.py",

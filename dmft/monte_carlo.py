@@ -35,7 +35,11 @@ sampling noise by the inverse of those scales; the linear path returns them exac
 Predictions: ``f(t) = (E[w₀ φ(h^{L+1}(t))] + Σ_{s<t,ν} ε_ν(t,s) Φ^{L+1}(t,s)) / γ₀`` (SPEC §3, the
 first term by Stein), with ε as in ``dmft.linear_closure``.
 
-Cost per step: about 28·S·P·M·L multiply-adds (M = (T+1)·P), so 14·S·P²·L·(T+1)² for a solve.
+Cost per step: 18L + 2 products of an S × Mk site array with P columns, (18L + 2)·S·P·Mk
+multiply-adds (Mk ≤ M = (T+1)·P the columns of the current time segment), so about
+11·L·S·P²·(T+1)² for a solve with the default four segments. With P columns per element read
+these products are bound by memory bandwidth, not arithmetic, at small P
+(``benchmarks/bench_mc_flops.py``).
 Memory: (6L+2)·S·M numbers for the site trajectories and 2(L+1)·M² for the kernels, both held
 twice while a segment's cut arrays are copied back.
 """
@@ -109,6 +113,7 @@ def solve_mc(
     segments=4,
     progress=False,
     mesh=None,
+    time_ids=None,
 ):
     """Time-march the Monte Carlo DMFT with ``samples`` sites (see module docstring).
 
@@ -129,6 +134,10 @@ def solve_mc(
             devices, or None. Every site array is split along its site axis; the averages over
             sites become sums across devices, which XLA inserts (GSPMD), so the code is the same
             on one device or many and the random sources are the same draws.
+        time_ids: None, or (T+1,) integers naming each time: the innovations of time t are then
+            drawn from ``fold_in(key, time_ids[t])``, so two solves with the same key share
+            their sources at every time they name alike (common random numbers: a flow solved
+            on two grids then differs by its step error, not by independent sampling noise).
 
     Returns:
         dict with f (T+1, Pt), Phi (L+1, M, M), G (L+1, M, M), H (L+1, T+1, Pt, Pt) equal-time
@@ -156,8 +165,15 @@ def solve_mc(
     k0, kw, ku, kr = jax.random.split(key, 4)
     u0 = on_sites(jax.random.normal(k0, (S, Pt), dt), 0) @ _sym_sqrt(Kx)
     w0 = on_sites(jax.random.normal(kw, (S,), dt), 0)
-    zu = on_sites(jax.random.normal(ku, (L, S, M), dt), 1)
-    zr = on_sites(jax.random.normal(kr, (L, S, M), dt), 1)
+
+    def innovations(k):
+        if time_ids is None:
+            return on_sites(jax.random.normal(k, (L, S, M), dt), 1)
+        draw = lambda i: jax.random.normal(jax.random.fold_in(k, i), (L, S, Pt), dt)  # noqa: E731
+        z = jax.vmap(draw)(jnp.asarray(time_ids))  # (T+1, L, S, Pt)
+        return on_sites(jnp.moveaxis(z, 0, 2).reshape(L, S, M), 1)
+
+    zu, zr = innovations(ku), innovations(kr)
 
     def mean_outer(a, B_):  # E[a Bᵀ] over sites: (Pt, M)
         return a.T @ B_ / S

@@ -53,6 +53,26 @@ def test_flow_converges_at_its_design_order(order):
     assert np.all(np.abs(slopes - order) < 0.25), slopes
 
 
+def test_monte_carlo_flow_grids_share_their_sources():
+    """A Monte Carlo flow draws each time's innovation by its step index, so two grids with the
+    same seed share their first innovations: at τ = 0 the fields, hence every kernel, are the
+    same draws (equal to rounding), while another seed or a discrete-time solve of the same
+    size draws others. This is what lets the flow's order be measured through sampling noise."""
+    X, y = np.random.default_rng(0).normal(size=(2, 3)), np.array([1.0, -1.0])
+    kw = dict(depth=2, activation="relu", dynamics="flow", t_max=1.0, flow_order=1)
+    kw.update(samples=512, replicas=2, throw=False)
+    a = dmft.solve_dmft(X, y, steps=4, **kw)
+    b = dmft.solve_dmft(X, y, steps=8, **kw)
+    other = dmft.solve_dmft(X, y, steps=4, seed=1, **kw)
+    at0 = lambda s: np.asarray(s.h_kernel)[:, 0]  # noqa: E731
+    np.testing.assert_allclose(at0(a), at0(b), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(a.g_kernel)[:, 0], np.asarray(b.g_kernel)[:, 0],
+                               rtol=1e-12, atol=1e-12)  # fmt: skip
+    assert np.max(np.abs(at0(a) - at0(other))) > 1e-3
+    # later times differ: the grids' steps are not the same
+    assert np.max(np.abs(np.asarray(a.loss)[1:] - np.asarray(b.loss)[2::2])) > 1e-6
+
+
 def test_gradient_descent_tends_to_flow_at_first_order():
     flow = dmft.solve_dmft(*ONE, steps=64, **FLOW)
     errs = []
