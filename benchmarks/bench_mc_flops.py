@@ -7,7 +7,7 @@ the Gram–Schmidt, plus kernel rows, sources, responses and memory terms; two m
 h¹, the last layer's kernel row and g¹. Everything else (eigendecompositions of P×P blocks,
 element-wise maps, O(S·P²) products) is a small fraction. This script counts those
 multiply-adds exactly for the segment widths the solver uses and divides by the wall time of a
-steady-state solve (second call, one replica, float32): a lower bound on the rate of the
+steady-state solve (second call, two replicas, float32): a lower bound on the rate of the
 contractions themselves, since the wall time includes everything else.
 
 Reported next to it, measured in the same process:
@@ -88,7 +88,7 @@ def solve_rate(P: int, L: int, T: int, S: int) -> dict:
 
     X = np.random.default_rng(0).normal(size=(P, 5))
     y = np.sign(np.random.default_rng(1).normal(size=P))
-    kw = dict(depth=L, activation="relu", eta0=0.3, steps=T, samples=S, replicas=1)
+    kw = dict(depth=L, activation="relu", eta0=0.3, steps=T, samples=S, replicas=2)
     kw.update(throw=False, dtype="float32", progress=False)
     t0 = time.perf_counter()
     jax.block_until_ready(dmft.solve_dmft(X, y, **kw).loss)
@@ -96,7 +96,7 @@ def solve_rate(P: int, L: int, T: int, S: int) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(dmft.solve_dmft(X, y, **kw).loss)
     wall = time.perf_counter() - t0
-    flops = 2 * march_macs(P, L, T, S)
+    flops = 2 * 2 * march_macs(P, L, T, S)  # two replicas
     return {"P": P, "L": L, "T": T, "S": S, "first_s": first, "second_s": wall,
             "contraction_flops": flops, "gflops": flops / wall / 1e9}  # fmt: skip
 
