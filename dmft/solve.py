@@ -670,7 +670,7 @@ def _march(p, Kx, omega, scalars, common_static, part, time_ids=None):
         )
         return out, None
     key = jax.random.PRNGKey(p["seed"])
-    if part:  # independent sources for each solve of a flow or depth extrapolation
+    if part:  # independent sources for each depth of a ladder (a flow's two grids share theirs)
         key = jax.random.fold_in(key, part)
     args = (Kx, jnp.asarray(p["y_all"], dt), jnp.asarray(omega, dt), *scalars, key)
     static = dict(
