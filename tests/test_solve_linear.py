@@ -163,3 +163,26 @@ def test_simulator_settings_dict_drives_the_solver():
     sim = dmft.simulate(*ONE, **settings)
     assert sol.loss.shape == sim.loss.shape[1:] and sol.ntk.shape == sim.ntk.shape[1:]
     assert sol.phi_kernel.shape == sim.phi_kernel.shape[1:]
+
+
+def test_time_segments_cut_nothing(data):
+    """The march on arrays cut to the times reached (several segments) returns what one segment
+    does, to rounding: with momentum, minibatches and a test point, every output array."""
+    from dmft.linear_closure import memory_bytes, momentum_weights, solve_linear
+
+    X, y = data
+    Kx = jnp.asarray(X @ X.T / X.shape[1])
+    T, Pt = 9, 8
+    omega = jnp.asarray(dmft.batch_schedule(7, 3, T, 2), float) / 3
+    omega = jnp.concatenate([omega, jnp.zeros((T, 1))], axis=1)  # the last point is a test point
+    kw = dict(depth=3, steps=T, alpha=0.5, momentum=0.5)
+    one = solve_linear(Kx, jnp.asarray(y), omega, 0.3, 1.1, 1.5, segments=1, **kw)
+    for segments in (3, T + 1):
+        cut = solve_linear(Kx, jnp.asarray(y), omega, 0.3, 1.1, 1.5, segments=segments, **kw)
+        for k in one:
+            np.testing.assert_allclose(cut[k], one[k], rtol=1e-10, atol=1e-13, err_msg=k)
+    assert np.abs(one["A"]).max() > 1e-3 and np.abs(one["f"][1:]).max() > 1e-2
+    assert momentum_weights(T, 0.5, float).shape == (T + 1, T + 1)
+    # the estimate counts the last cut pair alongside the full arrays
+    size = dict(depth=3, steps=T, n_points=Pt, itemsize=8)
+    assert memory_bytes(segments=3, **size) > memory_bytes(segments=1, **size)
