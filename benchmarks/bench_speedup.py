@@ -81,6 +81,7 @@ def main():
     parser.add_argument("--baseline", default=BASELINE, help="commit of the first version")
     parser.add_argument("--repeat", type=int, default=1, help="alternating runs per version")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--only", choices=("relu", "linear"), help="run one activation's cases")
     args = parser.parse_args()
     # (activation, (P, L, T, S, replicas), dtype); S and replicas are unused on the linear path
     if args.small:
@@ -93,7 +94,9 @@ def main():
             ("linear", (1, 16, 50, 0, 0), "float64"),
             ("linear", (1, 32, 100, 0, 0), "float64"),
             ("linear", (8, 8, 50, 0, 0), "float64"),
+            ("linear", (1, 64, 100, 0, 0), "float32"),  # issue #3's size for the exact path
         ]
+    cases = [c for c in cases if args.only in (None, c[0])]
     have = subprocess.run(
         ["git", "-C", ROOT, "cat-file", "-e", f"{args.baseline}^{{commit}}"], capture_output=True
     )
