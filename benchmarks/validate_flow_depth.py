@@ -44,8 +44,8 @@ ONE = (np.ones((1, 1)), np.ones(1))
 # The flow solver's grid is this many times finer than the networks' output grid; the solution
 # is compared at the networks' times. A second-order flow at dτ = 0.5 still carries a step
 # error of about 5e-4 in the ReLU loss at τ = 0.5 (10 against 20 steps, same sources: 0.41205
-# against 0.41154), larger than the networks' standard error there (3e-4); at dτ = 0.25 it is
-# about a quarter of that.
+# against 0.41154), larger than the networks' standard error there (3e-4); at second order,
+# halving dτ should cut it about 4× (not measured: 40 steps were not run).
 REFINE = {"flow relu P=8 L=4 γ₀=1": 2}
 
 
@@ -184,6 +184,9 @@ def run_compare(args):
         "replicas": replicas,
         "cases": [],
     }
+    # a renamed case would silently lose its refinement
+    unknown = set(REFINE) - {c[0] for c in cases(False)}
+    assert not unknown, f"REFINE names no case: {unknown}"
     for name, (X, y), kw, _, _, _ in cases(args.quick):
         if args.only and args.only not in name:
             continue
