@@ -35,13 +35,20 @@ sampling noise by the inverse of those scales; the linear path returns them exac
 Predictions: ``f(t) = (E[w₀ φ(h^{L+1}(t))] + Σ_{s<t,ν} ε_ν(t,s) Φ^{L+1}(t,s)) / γ₀`` (SPEC §3, the
 first term by Stein), with ε as in ``dmft.linear_closure``.
 
-Cost per step: 18L + 2 products of an S × Mk site array with P columns, (18L + 2)·S·P·Mk
-multiply-adds (Mk ≤ M = (T+1)·P the columns of the current time segment), so about
-11·L·S·P²·(T+1)² for a solve with the default four segments. With P columns per element read
-these products are bound by memory bandwidth, not arithmetic, at small P
-(``benchmarks/bench_mc_flops.py``).
-Memory: (6L+2)·S·M numbers for the site trajectories and 2(L+1)·M² for the kernels, both held
-twice while a segment's cut arrays are copied back.
+Kernel rows and memory terms from the whitening factor: φ(hˡ) = φ̂ˡ Fᵀ with F block lower
+triangular (row block t is [C(t, s<t) | Lˡ(t)]), so the kernel row is ``E[φ(hˡ(t)) φ(hˡ)ᵀ] = C Fᵀ``
+and a memory term ``Σ_s ε(s) φ(hˡ(s)) Gˡ⁺¹(t,s)`` is ``φ̂ˡ (Gˡ⁺¹(t,·) diag(ε) F)ᵀ``, which joins the
+response term's product with φ̂ˡ. The raw trajectories of the hidden layers are never read back,
+nor stored; both differ from the sample averages only by the directions the whitening drops
+(measured: 4e-16 relative in the loss, float64 ReLU).
+
+Cost per step: 14L + 2 products of an S × Mk site array with P columns, (14L + 2)·S·P·Mk
+multiply-adds (Mk ≤ M = (T+1)·P the columns of the current time segment), plus 2L products of a
+P × Mk row with an Mk × Mk factor; about 9·L·S·P²·(T+1)² for a solve with the default four
+segments. With P columns per element read these products are bound by memory bandwidth, not
+arithmetic, at small P (``benchmarks/bench_mc_flops.py``).
+Memory: (4L+2)·S·M numbers for the site trajectories, 2(L+1)·M² for the kernels and 2L·M² for the
+factors, all held twice while a segment's cut arrays are copied back.
 """
 
 from __future__ import annotations
@@ -59,11 +66,11 @@ def memory_bytes(*, depth: int, steps: int, n_points: int, samples: int, itemsiz
     """Bytes held by one replica of ``solve_mc``."""
     M = (steps + 1) * n_points
     L, Pt = depth, n_points
-    # site trajectories, held twice across a segment boundary (the cut copies and the full
-    # arrays), about four S×M temporaries, kernels (also twice), control-variate rows. Measured:
-    # P = 16, L = 16, T = 100, S = 4096, float32: estimate 5.9 GiB, peak RSS 6.4 GiB.
-    sites = 2 * (6 * L + 2) * samples * M + 4 * samples * M
-    return itemsize * (sites + 4 * (L + 1) * M * M + 2 * L * Pt * M)
+    # site trajectories (whitened φ(hˡ) and gˡ⁺¹, φ(h^{L+1}), g¹, two source arrays), held twice
+    # across a segment boundary (the cut copies and the full arrays), about four S×M
+    # temporaries; kernels and factors (also twice), control-variate rows.
+    sites = 2 * (4 * L + 2) * samples * M + 4 * samples * M
+    return itemsize * (sites + 4 * (2 * L + 1) * M * M + 2 * L * Pt * M)
 
 
 def _sym_sqrt(K):
@@ -186,11 +193,19 @@ def solve_mc(
         row = mean_outer(x, past)
         return lax.dynamic_update_slice_in_dim(row, x.T @ x / S, rows, axis=1)
 
+    def factor_kernel_row(x, C, F, rows):
+        """The same row from the whitening: the past is x̂ Fᵀ and C = E[x(t) x̂ᵀ], so the row is
+        C Fᵀ (F's rows at s >= t are still zero), without reading the past sites again."""
+        return lax.dynamic_update_slice_in_dim(C @ F.T, x.T @ x / S, rows, axis=1)
+
     state = dict(
-        ph=on_sites(jnp.zeros((L + 1, S, M), dt), 1),  # φ(hᵏ), k = 1..L+1
-        gg=on_sites(jnp.zeros((L + 1, S, M), dt), 1),  # gᵏ, k = 1..L+1
+        phL=on_sites(jnp.zeros((S, M), dt), 0),  # φ(h^{L+1})
+        g1=on_sites(jnp.zeros((S, M), dt), 0),  # g¹
+        glast=on_sites(jnp.zeros((L, S, Pt), dt), 1),  # gˡ⁺¹ at the previous time
         phw=on_sites(jnp.zeros((L, S, M), dt), 1),  # φ(hˡ) whitened against Φˡ
         ggw=on_sites(jnp.zeros((L, S, M), dt), 1),  # gˡ⁺¹ whitened against Gˡ⁺¹
+        Fp=jnp.zeros((L, M, M), dt),  # φ(hˡ) = phwˡ Fpˡᵀ (block lower triangular)
+        Fg=jnp.zeros((L, M, M), dt),  # gˡ⁺¹ = ggwˡ Fgˡᵀ
         Phi=jnp.zeros((L + 1, M, M), dt),
         G=jnp.zeros((L + 1, M, M), dt),
         DA=jnp.zeros((L, Pt, M), dt),  # control variates E[φ(hˡ(s)) ξ(s)ᵀ] (zero mean)
@@ -220,90 +235,87 @@ def solve_mc(
             eps = (eta0 * gamma0 * mw[t][:n_t, None] * omega[:n_t] * delta[:n_t]).reshape(Mk)
             before = (time_of[:Mk] < t).astype(dt)
             upto = (time_of[:Mk] <= t).astype(dt)
-            ph, gg, phw, ggw = st["ph"], st["gg"], st["phw"], st["ggw"]
+            phw, ggw, Fp, Fg = st["phw"], st["ggw"], st["Fp"], st["Fg"]
             at = lambda A, i: lax.dynamic_index_in_dim(A, i, 0, keepdims=False)  # noqa: E731
+            now = lambda A: lax.dynamic_slice_in_dim(A, rows, Pt, axis=1)  # noqa: E731
+
+            def factor_row(C, sq):  # row block t of the factor F: [C(t, s < t) | sq]
+                return lax.dynamic_update_slice_in_dim(C, sq, rows, axis=1)
 
             # forward sweep: h¹(t) … h^{L+1}(t)
-            h1 = u0 + ((gg[0] * eps).reshape(S, n_t, Pt).sum(1)) @ Kx
+            h1 = u0 + ((st["g1"] * eps).reshape(S, n_t, Pt).sum(1)) @ Kx
 
             def forward(h, l):  # layer l = 1..L: h^{l+1}(t) from h^l(t)
                 p = phi(h)
-                phi_row = kernel_row(p, at(ph, l - 1), rows)
                 C, sq, pw = _whiten(p, at(phw, l - 1), rtol)
+                phi_row = factor_kernel_row(p, C, at(Fp, l - 1), rows)
                 z = at(zu_k, l - 1)
-                u = z @ C.T + lax.dynamic_slice_in_dim(z, rows, Pt, axis=1) @ sq
+                u = z @ C.T + now(z) @ sq
                 zr_l = at(zr_k, l - 1)
                 pc = centred(p)
                 # φ(hˡ(s)) does not depend on ξ(s): subtracting its Stein average (zero in
                 # expectation) leaves E[(φ(hˡ(t)) − φ(hˡ(s))) ξ(s)], far less noisy
                 DA_t = lax.dynamic_update_slice_in_dim(
-                    at(st["DA"], l - 1),
-                    pc.T @ lax.dynamic_slice_in_dim(zr_l, rows, Pt, 1) / S,
-                    rows,
-                    1,
+                    at(st["DA"], l - 1), pc.T @ now(zr_l) / S, rows, 1
                 )
                 QA = (mean_outer(pc, zr_l) - DA_t) * before
-                g_next = at(gg, l)
-                resp = at(ggw, l - 1) @ QA.T
-                mem = (g_next * eps) @ phi_row.T
-                h_next = h + b * (u + on * resp) + b * b * kappa * mem
-                out = dict(h=h, p=p, pw=pw, phi_row=phi_row, DA=DA_t)
+                # response Σ A gˡ⁺¹ and memory Σ ε Φˡ gˡ⁺¹ both act on the past of
+                # gˡ⁺¹ = ggwˡ Fgˡᵀ: one product with the whitened array
+                coef = b * on * QA + b * b * kappa * (phi_row * eps) @ at(Fg, l - 1)
+                h_next = h + b * u + at(ggw, l - 1) @ coef.T
+                out = dict(h=h, pw=pw, phi_row=phi_row, DA=DA_t, F=factor_row(C, sq))
                 return h_next, out
 
             hL1, fw = lax.scan(forward, h1, jnp.arange(1, L + 1))
             pL1 = phi(hL1)
-            phi_row_L1 = kernel_row(pL1, ph[L], rows)
+            phi_row_L1 = kernel_row(pL1, st["phL"], rows)
+            phL = lax.dynamic_update_slice_in_dim(st["phL"], pL1, rows, axis=1)
             hs = jnp.concatenate([fw["h"], hL1[None]])  # (L+1, S, Pt)
-            ps = jnp.concatenate([fw["p"], pL1[None]])
-            ph = put_col(ph, ps, rows)
             phw = put_col(phw, fw["pw"], rows)
+            Fp = lax.dynamic_update_slice(Fp, fw["F"], (0, rows, 0))
             Phi = put_row(st["Phi"], jnp.concatenate([fw["phi_row"], phi_row_L1[None]]), rows)
             H = st["H"].at[:, t].set(jnp.einsum("lsp,lsq->lpq", hs, hs) / S)
             # E[w₀ φ(h^{L+1}(0))] = 0 exactly: subtract it as a control variate
-            p0 = lax.dynamic_slice_in_dim(ph[L], 0, Pt, axis=1)
-            f_t = (jnp.mean(w0[:, None] * (pL1 - p0), axis=0) + phi_row_L1 @ eps) / gamma0
+            f_t = (jnp.mean(w0[:, None] * (pL1 - phL[:, :Pt]), axis=0) + phi_row_L1 @ eps) / gamma0
             f = st["f"].at[t].set(f_t)
 
             # backward sweep: g^{L+1}(t) … g¹(t)
-            w = w0 + ph[L] @ eps
+            w = w0 + phL @ eps
             gL1 = dphi(hL1) * w[:, None]
 
             def backward(g, l):  # layer l = L..1: g^l(t) from g^{l+1}(t)
-                g_row = kernel_row(g, at(gg, l), rows)
                 C, sq, gw = _whiten(g, at(ggw, l - 1), rtol)
+                g_row = factor_kernel_row(g, C, at(Fg, l - 1), rows)
                 z = at(zr_k, l - 1)
-                r = z @ C.T + lax.dynamic_slice_in_dim(z, rows, Pt, axis=1) @ sq
+                r = z @ C.T + now(z) @ sq
                 zu_l = at(zu_k, l - 1)
                 # likewise gˡ⁺¹(t−1) does not depend on ζ(t)
-                g_last = lax.dynamic_slice_in_dim(at(gg, l), jnp.maximum(rows - Pt, 0), Pt, 1)
                 DB_t = lax.dynamic_update_slice_in_dim(
                     at(st["DB"], l - 1),
-                    centred(g_last).T @ lax.dynamic_slice_in_dim(zu_l, rows, Pt, 1) / S,
+                    centred(at(st["glast"], l - 1)).T @ now(zu_l) / S,
                     rows,
                     1,
                 )
                 QB = (mean_outer(centred(g), zu_l) - DB_t) * upto
-                resp = at(phw, l - 1) @ QB.T
-                p_prev = at(ph, l - 1)
-                mem = (p_prev * eps) @ g_row.T
-                h_l = at(hs, l - 1)
-                g_prev = g + b * dphi(h_l) * (r + on * resp + b * kappa * mem)
-                out = dict(g=g, gw=gw, g_row=g_row, DB=DB_t)
+                # response Σ B φ(hˡ) and memory Σ ε Gˡ⁺¹ φ(hˡ): one product with phwˡ
+                coef = on * QB + b * kappa * (g_row * eps) @ at(Fp, l - 1)
+                g_prev = g + b * dphi(at(hs, l - 1)) * (r + at(phw, l - 1) @ coef.T)
+                out = dict(g=g, gw=gw, g_row=g_row, DB=DB_t, F=factor_row(C, sq))
                 return g_prev, out
 
             g1, bw = lax.scan(backward, gL1, jnp.arange(L, 0, -1))
             rev = lambda a: a[::-1]  # noqa: E731  (outputs ran l = L..1)
-            g_rows1 = kernel_row(g1, gg[0], rows)
-            gs = jnp.concatenate([g1[None], rev(bw["g"])])  # g¹ … g^{L+1}
-            gg = put_col(gg, gs, rows)
-            ggw = put_col(ggw, rev(bw["gw"]), rows)
+            g_rows1 = kernel_row(g1, st["g1"], rows)
             G = put_row(st["G"], jnp.concatenate([g_rows1[None], rev(bw["g_row"])]), rows)
 
             return dict(
-                ph=ph,
-                gg=gg,
+                phL=phL,
+                g1=lax.dynamic_update_slice_in_dim(st["g1"], g1, rows, axis=1),
+                glast=rev(bw["g"]),
                 phw=phw,
-                ggw=ggw,
+                ggw=put_col(ggw, rev(bw["gw"]), rows),
+                Fp=Fp,
+                Fg=lax.dynamic_update_slice(Fg, rev(bw["F"]), (0, rows, 0)),
                 Phi=Phi,
                 G=G,
                 DA=fw["DA"],
@@ -317,18 +329,20 @@ def solve_mc(
     # Segments of the march, each with its own (cut) array width.
     n_seg = min(segments, T + 1)
     bounds = [round((T + 1) * k / n_seg) for k in range(n_seg + 1)]
-    site = ("ph", "gg", "phw", "ggw", "DA", "DB")
+    columns = {"phL": 0, "g1": 0, "phw": 1, "ggw": 1, "DA": None, "DB": None}  # site axis
+    square = ("Phi", "G", "Fp", "Fg")
     st = state
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         Mk = hi * Pt
-        sub = {k: (v[..., :Mk] if k in site else v) for k, v in st.items()}
-        sub["Phi"], sub["G"] = st["Phi"][:, :Mk, :Mk], st["G"][:, :Mk, :Mk]
+        sub = {k: (v[..., :Mk] if k in columns else v) for k, v in st.items()}
+        for k in square:
+            sub[k] = st[k][:, :Mk, :Mk]
         sub = lax.fori_loop(lo, hi, make_step(hi), sub)
         st = dict(sub)  # columns >= Mk are still zero: pad with the zero initial state
-        for k in site:
+        for k, axis in columns.items():
             st[k] = state[k].at[..., :Mk].set(sub[k])
-            if k in ("ph", "gg", "phw", "ggw"):
-                st[k] = on_sites(st[k], 1)
-        for k in ("Phi", "G"):
+            if axis is not None:
+                st[k] = on_sites(st[k], axis)
+        for k in square:
             st[k] = state[k].at[:, :Mk, :Mk].set(sub[k])
     return {"f": st["f"], "Phi": st["Phi"], "G": st["G"], "H": st["H"]}
