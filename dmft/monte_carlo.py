@@ -48,7 +48,7 @@ P × Mk row with an Mk × Mk factor; about 9·L·S·P²·(T+1)² for a solve wit
 segments. With P columns per element read these products are bound by memory bandwidth, not
 arithmetic, at small P (``benchmarks/bench_mc_flops.py``).
 Memory: (4L+2)·S·M numbers for the site trajectories, 2(L+1)·M² for the kernels and 2L·M² for the
-factors, all held twice while a segment's cut arrays are copied back.
+factors; the peak, though, is drawing the 2L·S·M innovations (``memory_bytes``).
 """
 
 from __future__ import annotations
@@ -73,11 +73,14 @@ def memory_bytes(*, depth: int, steps: int, n_points: int, samples: int, itemsiz
     """Bytes held by one replica of ``solve_mc``."""
     M = (steps + 1) * n_points
     L, Pt = depth, n_points
-    # site trajectories (whitened φ(hˡ) and gˡ⁺¹, φ(h^{L+1}), g¹, two source arrays), held twice
-    # across a segment boundary (the cut copies and the full arrays), about four S×M
-    # temporaries; kernels and factors (also twice), control-variate rows.
-    sites = 2 * (4 * L + 2) * samples * M + 4 * samples * M
-    return itemsize * (sites + 4 * (2 * L + 1) * M * M + 2 * L * Pt * M)
+    # The peak comes while the 2L·S·M Gaussian innovations are drawn: with XLA's threefry
+    # temporaries the program holds about (13L + 1)·S·M numbers then (XLA's `memory_analysis`
+    # for L = 2…16, P = 2…16, T = 4…100, S = 1024…8192: 26.8–27.8 units at L = 2, 105.2 at
+    # L = 8, 208.8–210.2 at L = 16). The march holds less: (4L+2)·S·M site numbers and
+    # 2(2L+1)·M² kernel and factor numbers, twice across a segment boundary, and S·M temporaries.
+    draw = (13 * L + 1) * samples * M
+    march = 2 * (4 * L + 2) * samples * M + 4 * samples * M + 4 * (2 * L + 1) * M * M
+    return itemsize * (max(draw, march) + 2 * L * Pt * M)
 
 
 def _sym_sqrt(K):
@@ -208,18 +211,19 @@ def solve_mc(
     unroll = L <= UNROLL_LAYERS
 
     def per_layer(A):  # stacked (L, S, M) site arrays, or a tuple of (S, M) arrays if unrolled
+        if isinstance(A, tuple):
+            return tuple(on_sites(a, 0) for a in A)
         return tuple(on_sites(a, 0) for a in A) if unroll else on_sites(A, 1)
 
-    def cut(A, Mk):
-        return tuple(a[..., :Mk] for a in A) if isinstance(A, tuple) else A[..., :Mk]
-
-    def pad(full, part, Mk, axis):
-        if isinstance(full, tuple):
-            return tuple(
-                on_sites(a.at[..., :Mk].set(b), 0) for a, b in zip(full, part, strict=True)
-            )
-        out = full.at[..., :Mk].set(part)
-        return out if axis is None else on_sites(out, axis)
+    def widen(A, Mk, axes):
+        """A's trailing ``axes`` axes cut or zero-padded to width Mk (the columns of later times
+        are still zero), the site axis kept split over the mesh."""
+        if isinstance(A, tuple):
+            return tuple(widen(a, Mk, axes) for a in A)
+        width = A.shape[-1]
+        if width >= Mk:
+            return A[(..., *[slice(0, Mk)] * axes)]
+        return jnp.pad(A, [(0, 0)] * (A.ndim - axes) + [(0, Mk - width)] * axes)
 
     state = dict(
         phL=on_sites(jnp.zeros((S, M), dt), 0),  # φ(h^{L+1})
@@ -262,9 +266,10 @@ def solve_mc(
         """The step for times < n_t: every (·, M) array is cut to its first Mk = n_t·Pt columns,
         since the columns of later times are still zero (saves ~40% of the work)."""
         Mk = n_t * Pt
-        zu_k, zr_k = zu[..., :Mk], zr[..., :Mk]
         if unroll:
-            zu_k, zr_k = tuple(zu_k), tuple(zr_k)
+            zu_k, zr_k = (tuple(z[l, :, :Mk] for l in range(L)) for z in (zu, zr))
+        else:
+            zu_k, zr_k = zu[..., :Mk], zr[..., :Mk]
 
         def time_step(t, st):
             if progress:
@@ -375,16 +380,15 @@ def solve_mc(
     bounds = [round((T + 1) * k / n_seg) for k in range(n_seg + 1)]
     columns = {"phL": 0, "g1": 0, "phw": 1, "ggw": 1, "DA": None, "DB": None}  # site axis
     square = ("Phi", "G", "Fp", "Fg")
-    st = state
+    st = dict(state)
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        # the arrays go straight from one segment's width to the next: one copy at a boundary
         Mk = hi * Pt
-        sub = {k: (cut(v, Mk) if k in columns else v) for k, v in st.items()}
-        for k in square:
-            sub[k] = st[k][:, :Mk, :Mk]
-        sub = lax.fori_loop(lo, hi, make_step(hi), sub)
-        st = dict(sub)  # columns >= Mk are still zero: pad with the zero initial state
         for k, axis in columns.items():
-            st[k] = pad(state[k], sub[k], Mk, axis)
+            st[k] = widen(st[k], Mk, 1)
+            if axis is not None:
+                st[k] = per_layer(st[k]) if k in ("phw", "ggw") else on_sites(st[k], axis)
         for k in square:
-            st[k] = state[k].at[:, :Mk, :Mk].set(sub[k])
+            st[k] = widen(st[k], Mk, 2)
+        st = lax.fori_loop(lo, hi, make_step(hi), st)
     return {"f": st["f"], "Phi": st["Phi"], "G": st["G"], "H": st["H"]}
