@@ -1,10 +1,11 @@
 """FLOP rate of the Monte Carlo solver's contractions against this machine's matmul rate.
 
-At every step and layer the Monte Carlo march (``dmft.monte_carlo``) does 18 products of a
+At every step and layer the Monte Carlo march (``dmft.monte_carlo``) does 14 products of a
 site array (S sites × Mk times, Mk the width of the current time segment) with a block of P
-columns: averages ``xᵀA/S`` (P×S)@(S×Mk) and combinations ``A C`` (S×Mk)@(Mk×P), two of each in
-the Gram–Schmidt, plus kernel rows, sources, responses and memory terms; two more per step for
-h¹, the last layer's kernel row and g¹. Everything else (eigendecompositions of P×P blocks,
+columns: averages ``xᵀA/S`` (P×S)@(S×Mk) and combinations ``A C`` (S×Mk)@(Mk×P), four in each
+sweep's Gram–Schmidt, plus sources, responses joined with memory terms; two more per step for
+h¹, the last layer's kernel row and g¹; and 4 products of a P × Mk row with an Mk × Mk whitening
+factor (kernel rows and memory coefficients). Everything else (eigendecompositions of P×P blocks,
 element-wise maps, O(S·P²) products) is a small fraction. This script counts those
 multiply-adds exactly for the segment widths the solver uses and divides by the wall time of a
 steady-state solve (second call, two replicas, float32): a lower bound on the rate of the
@@ -41,7 +42,8 @@ def march_macs(P: int, L: int, T: int, S: int, segments: int = SEGMENTS) -> int:
     total = 0
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         Mk = hi * P
-        per_step = (18 * L + 2) * P * S * Mk + 2 * S * Mk  # + h¹ and w (vector products)
+        per_step = (14 * L + 2) * P * S * Mk + 2 * S * Mk  # + h¹ and w (vector products)
+        per_step += 4 * L * P * Mk * Mk  # rows times whitening factors
         total += (hi - lo) * per_step
     return total
 
