@@ -101,13 +101,14 @@ def compare(activation, steps, widths, pilot_seeds, pilot_samples, dtype):
     seeds = min(needed, MAX_SEEDS)
     networks(X, y, kw, widths, seeds)  # same shapes compiled before timing
     ext, se, t_net = networks(X, y, kw, widths, seeds)
+    t_needed = t_net * max(needed, seeds) / seeds  # projected to the seeds needed
     row.update(
         network_seeds=seeds,
         network_seeds_needed=needed,
         network_measured_seconds=t_net,
-        network_seconds=t_net * max(needed, seeds) / seeds,
+        network_seconds=t_needed,
         network_rel_error=float(np.max(se[1:] / ext[1:])),
-        speedup=t_net * max(needed, seeds) / seeds / row["dmft_seconds"],  # both projected
+        speedup=t_needed / row["dmft_seconds"],  # both projected
         max_rel_diff=float(np.max(np.abs(np.asarray(sol.loss)[1:] / ext[1:] - 1))),
     )
     return row

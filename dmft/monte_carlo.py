@@ -200,19 +200,19 @@ def solve_mc(
 
     def kernel_row(x, past, rows):
         """E[x(t) x(s)ᵀ] for all s: past (S, M) holds zeros at s >= t."""
-        row = mean_outer(x, past)
-        return lax.dynamic_update_slice_in_dim(row, x.T @ x / S, rows, axis=1)
+        return with_now(mean_outer(x, past), x, rows)
 
     def factor_kernel_row(x, C, F, rows):
         """The same row from the whitening: the past is x̂ Fᵀ and C = E[x(t) x̂ᵀ], so the row is
         C Fᵀ (F's rows at s >= t are still zero), without reading the past sites again."""
-        return lax.dynamic_update_slice_in_dim(C @ F.T, x.T @ x / S, rows, axis=1)
+        return with_now(C @ F.T, x, rows)
+
+    def with_now(row, x, rows):  # the equal-time block from the samples
+        return lax.dynamic_update_slice_in_dim(row, x.T @ x / S, rows, axis=1)
 
     unroll = L <= UNROLL_LAYERS
 
     def per_layer(A):  # stacked (L, S, M) site arrays, or a tuple of (S, M) arrays if unrolled
-        if isinstance(A, tuple):
-            return tuple(on_sites(a, 0) for a in A)
         return tuple(on_sites(a, 0) for a in A) if unroll else on_sites(A, 1)
 
     def widen(A, Mk, axes):
@@ -378,17 +378,15 @@ def solve_mc(
     # Segments of the march, each with its own (cut) array width.
     n_seg = min(segments, T + 1)
     bounds = [round((T + 1) * k / n_seg) for k in range(n_seg + 1)]
-    columns = {"phL": 0, "g1": 0, "phw": 1, "ggw": 1, "DA": None, "DB": None}  # site axis
-    square = ("Phi", "G", "Fp", "Fg")
     st = dict(state)
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         # the arrays go straight from one segment's width to the next: one copy at a boundary
         Mk = hi * Pt
-        for k, axis in columns.items():
+        for k in ("phL", "g1", "phw", "ggw", "DA", "DB"):
             st[k] = widen(st[k], Mk, 1)
-            if axis is not None:
-                st[k] = per_layer(st[k]) if k in ("phw", "ggw") else on_sites(st[k], axis)
-        for k in square:
+        for k in ("Phi", "G", "Fp", "Fg"):
             st[k] = widen(st[k], Mk, 2)
+        st.update(phL=on_sites(st["phL"], 0), g1=on_sites(st["g1"], 0))
+        st.update(phw=per_layer(st["phw"]), ggw=per_layer(st["ggw"]))
         st = lax.fori_loop(lo, hi, make_step(hi), st)
     return {"f": st["f"], "Phi": st["Phi"], "G": st["G"], "H": st["H"]}
