@@ -73,12 +73,14 @@ def memory_bytes(*, depth: int, steps: int, n_points: int, samples: int, itemsiz
     """Bytes held by one replica of ``solve_mc``."""
     M = (steps + 1) * n_points
     L, Pt = depth, n_points
-    # The peak comes while the 2L·S·M Gaussian innovations are drawn: with XLA's threefry
-    # temporaries the program holds about (13L + 1)·S·M numbers then (XLA's `memory_analysis`
-    # for L = 2…16, P = 2…16, T = 4…100, S = 1024…8192: 26.8–27.8 units at L = 2, 105.2 at
-    # L = 8, 208.8–210.2 at L = 16). The march holds less: (4L+2)·S·M site numbers and
-    # 2(2L+1)·M² kernel and factor numbers, twice across a segment boundary, and S·M temporaries.
-    draw = (13 * L + 1) * samples * M
+    # The peak comes while the 2L·S·M Gaussian innovations are drawn and split into the
+    # segments' pieces: with XLA's threefry temporaries the program holds about (11.5L + 1)·S·M
+    # numbers then. Calibrated on the peak resident set of three solves (L = 4, 8, 16), 0.88
+    # of the (13L + 1) that held before the split; XLA's `memory_analysis` of `solve_mc` alone
+    # drops by the same factor, 11.0 -> 9.5 S·M per layer, for L = 2…16, P = 2…16, T = 10…100.
+    # The march holds less: (4L+2)·S·M site numbers and 2(2L+1)·M² kernel and factor numbers,
+    # twice across a segment boundary, and S·M temporaries.
+    draw = (23 * L + 2) * samples * M // 2
     march = 2 * (4 * L + 2) * samples * M + 4 * samples * M + 4 * (2 * L + 1) * M * M
     return itemsize * (max(draw, march) + 2 * L * Pt * M)
 
@@ -190,7 +192,19 @@ def solve_mc(
         z = jax.vmap(draw)(jnp.asarray(time_ids))  # (T+1, L, S, Pt)
         return on_sites(jnp.moveaxis(z, 0, 2).reshape(L, S, M), 1)
 
-    zu, zr = innovations(ku), innovations(kr)
+    # The march is compiled in segments, each on arrays cut to the times reached so far. The
+    # innovations are split once into the columns each segment adds ("pieces"): a segment's
+    # products run piece by piece, so no segment copies a wider cut of them.
+    n_seg = min(segments, T + 1)
+    bounds = [round((T + 1) * k / n_seg) for k in range(n_seg + 1)]
+    cols = [(lo * Pt, hi * Pt) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def pieces(z):  # per layer a tuple of pieces if unrolled, else per piece an (L, S, w) array
+        if L <= UNROLL_LAYERS:
+            return tuple(tuple(on_sites(z[l, :, a:c], 0) for a, c in cols) for l in range(L))
+        return tuple(on_sites(z[..., a:c], 1) for a, c in cols)
+
+    zu, zr = pieces(innovations(ku)), pieces(innovations(kr))
 
     def mean_outer(a, B_):  # E[a Bᵀ] over sites: (Pt, M)
         return a.T @ B_ / S
@@ -262,14 +276,26 @@ def solve_mc(
             outs.append(out)
         return init, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
-    def make_step(n_t):
-        """The step for times < n_t: every (·, M) array is cut to its first Mk = n_t·Pt columns,
-        since the columns of later times are still zero (saves ~40% of the work)."""
+    def make_step(seg):
+        """The step for times of segment ``seg`` (< n_t): every (·, M) array is cut to its first
+        Mk = n_t·Pt columns, since the columns of later times are still zero (saves ~40% of the
+        work); the innovations are the first seg + 1 pieces."""
+        n_t = bounds[seg + 1]
         Mk = n_t * Pt
+        off = cols[seg][0]  # first column of the last piece
         if unroll:
-            zu_k, zr_k = (tuple(z[l, :, :Mk] for l in range(L)) for z in (zu, zr))
+            zu_k, zr_k = (tuple(z[l][: seg + 1] for l in range(L)) for z in (zu, zr))
         else:
-            zu_k, zr_k = zu[..., :Mk], zr[..., :Mk]
+            zu_k, zr_k = zu[: seg + 1], zr[: seg + 1]
+
+        def comb(zs, C):  # Σ_s z(s) C(t, s)ᵀ over the pieces: (S, Pt)
+            out = zs[-1] @ C[:, off:].T
+            for z, (a, c) in zip(zs[:-1], cols, strict=False):
+                out = out + z @ C[:, a:c].T
+            return out
+
+        def proj(x, zs):  # E[x zᵀ] over the pieces: (Pt, Mk)
+            return jnp.concatenate([mean_outer(x, z) for z in zs], axis=1)
 
         def time_step(t, st):
             if progress:
@@ -286,7 +312,10 @@ def solve_mc(
                     return A[i]
                 return lax.dynamic_index_in_dim(A, i, 0, keepdims=False)
 
-            now = lambda A: lax.dynamic_slice_in_dim(A, rows, Pt, axis=1)  # noqa: E731
+            now_z = lambda zs: lax.dynamic_slice_in_dim(zs[-1], rows - off, Pt, axis=1)  # noqa: E731
+
+            def at_z(Z, i):  # layer i's pieces
+                return Z[i] if unroll else tuple(at(z, i) for z in Z)
 
             def factor_row(C, sq):  # row block t of the factor F: [C(t, s < t) | sq]
                 return lax.dynamic_update_slice_in_dim(C, sq, rows, axis=1)
@@ -298,16 +327,16 @@ def solve_mc(
                 p = phi(h)
                 C, sq, pw = _whiten(p, at(phw, l - 1), rtol)
                 phi_row = factor_kernel_row(p, C, at(Fp, l - 1), rows)
-                z = at(zu_k, l - 1)
-                u = z @ C.T + now(z) @ sq
-                zr_l = at(zr_k, l - 1)
+                z = at_z(zu_k, l - 1)
+                u = comb(z, C) + now_z(z) @ sq
+                zr_l = at_z(zr_k, l - 1)
                 pc = centred(p)
                 # φ(hˡ(s)) does not depend on ξ(s): subtracting its Stein average (zero in
                 # expectation) leaves E[(φ(hˡ(t)) − φ(hˡ(s))) ξ(s)], far less noisy
                 DA_t = lax.dynamic_update_slice_in_dim(
-                    at(st["DA"], l - 1), pc.T @ now(zr_l) / S, rows, 1
+                    at(st["DA"], l - 1), pc.T @ now_z(zr_l) / S, rows, 1
                 )
-                QA = (mean_outer(pc, zr_l) - DA_t) * before
+                QA = (proj(pc, zr_l) - DA_t) * before
                 # response Σ A gˡ⁺¹ and memory Σ ε Φˡ gˡ⁺¹ both act on the past of
                 # gˡ⁺¹ = ggwˡ Fgˡᵀ: one product with the whitened array
                 coef = b * on * QA + b * b * kappa * (phi_row * eps) @ at(Fg, l - 1)
@@ -335,17 +364,17 @@ def solve_mc(
             def backward(g, l):  # layer l = L..1: g^l(t) from g^{l+1}(t)
                 C, sq, gw = _whiten(g, at(ggw, l - 1), rtol)
                 g_row = factor_kernel_row(g, C, at(Fg, l - 1), rows)
-                z = at(zr_k, l - 1)
-                r = z @ C.T + now(z) @ sq
-                zu_l = at(zu_k, l - 1)
+                z = at_z(zr_k, l - 1)
+                r = comb(z, C) + now_z(z) @ sq
+                zu_l = at_z(zu_k, l - 1)
                 # likewise gˡ⁺¹(t−1) does not depend on ζ(t)
                 DB_t = lax.dynamic_update_slice_in_dim(
                     at(st["DB"], l - 1),
-                    centred(at(st["glast"], l - 1)).T @ now(zu_l) / S,
+                    centred(at(st["glast"], l - 1)).T @ now_z(zu_l) / S,
                     rows,
                     1,
                 )
-                QB = (mean_outer(centred(g), zu_l) - DB_t) * upto
+                QB = (proj(centred(g), zu_l) - DB_t) * upto
                 # response Σ B φ(hˡ) and memory Σ ε Gˡ⁺¹ φ(hˡ): one product with phwˡ
                 coef = on * QB + b * kappa * (g_row * eps) @ at(Fp, l - 1)
                 g_prev = g + b * dphi(at(hs, l - 1)) * (r + at(phw, l - 1) @ coef.T)
@@ -376,10 +405,8 @@ def solve_mc(
         return time_step
 
     # Segments of the march, each with its own (cut) array width.
-    n_seg = min(segments, T + 1)
-    bounds = [round((T + 1) * k / n_seg) for k in range(n_seg + 1)]
     st = dict(state)
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for seg, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         # the arrays go straight from one segment's width to the next: one copy at a boundary
         Mk = hi * Pt
         for k in ("phL", "g1", "phw", "ggw", "DA", "DB"):
@@ -388,5 +415,5 @@ def solve_mc(
             st[k] = widen(st[k], Mk, 2)
         st.update(phL=on_sites(st["phL"], 0), g1=on_sites(st["g1"], 0))
         st.update(phw=per_layer(st["phw"]), ggw=per_layer(st["ggw"]))
-        st = lax.fori_loop(lo, hi, make_step(hi), st)
+        st = lax.fori_loop(lo, hi, make_step(seg), st)
     return {"f": st["f"], "Phi": st["Phi"], "G": st["G"], "H": st["H"]}
