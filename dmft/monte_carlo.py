@@ -199,8 +199,10 @@ def solve_mc(
     bounds = [round((T + 1) * k / n_seg) for k in range(n_seg + 1)]
     cols = [(lo * Pt, hi * Pt) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
+    unroll = L <= UNROLL_LAYERS
+
     def pieces(z):  # per layer a tuple of pieces if unrolled, else per piece an (L, S, w) array
-        if L <= UNROLL_LAYERS:
+        if unroll:
             return tuple(tuple(on_sites(z[l, :, a:c], 0) for a, c in cols) for l in range(L))
         return tuple(on_sites(z[..., a:c], 1) for a, c in cols)
 
@@ -223,8 +225,6 @@ def solve_mc(
 
     def with_now(row, x, rows):  # the equal-time block from the samples
         return lax.dynamic_update_slice_in_dim(row, x.T @ x / S, rows, axis=1)
-
-    unroll = L <= UNROLL_LAYERS
 
     def per_layer(A):  # stacked (L, S, M) site arrays, or a tuple of (S, M) arrays if unrolled
         return tuple(on_sites(a, 0) for a in A) if unroll else on_sites(A, 1)
@@ -289,10 +289,8 @@ def solve_mc(
             zu_k, zr_k = zu[: seg + 1], zr[: seg + 1]
 
         def comb(zs, C):  # Σ_s z(s) C(t, s)ᵀ over the pieces: (S, Pt)
-            out = zs[-1] @ C[:, off:].T
-            for z, (a, c) in zip(zs[:-1], cols, strict=False):
-                out = out + z @ C[:, a:c].T
-            return out
+            terms = [z @ C[:, a:c].T for z, (a, c) in zip(zs, cols, strict=False)]
+            return sum(terms[:-1], terms[-1])
 
         def proj(x, zs):  # E[x zᵀ] over the pieces: (Pt, Mk)
             return jnp.concatenate([mean_outer(x, z) for z in zs], axis=1)
