@@ -47,6 +47,13 @@ multiply-adds (Mk ≤ M = (T+1)·P the columns of the current time segment), plu
 P × Mk row with an Mk × Mk factor; about 9·L·S·P²·(T+1)² for a solve with the default four
 segments. With P columns per element read these products are bound by memory bandwidth, not
 arithmetic, at small P (``benchmarks/bench_mc_flops.py``).
+
+Layout: every site array is stored with the sites last, a trajectory as (M, S) and a field as
+(Pt, S), and an average ``E[a Bᵀ]`` is formed as the product B aᵀ, an (M, Pt) result. XLA:CPU
+runs that product, which contracts the long site axis, at memory bandwidth; with the sites first
+(xᵀA) it ran on one core at a third of it (float32, S = 16384, Mk = 408, P = 8: 0.84 ms against
+3.55 ms). An optimization barrier keeps XLA from folding the transpose back into the product.
+The whole march is 13% faster for it (P = 8, L = 8, T = 50, S = 16384).
 Memory: (4L+2)·S·M numbers for the site trajectories, 2(L+1)·M² for the kernels and 2L·M² for the
 factors; the peak, though, is drawing the 2L·S·M innovations (``memory_bytes``).
 """
@@ -62,10 +69,12 @@ from dmft.linear_closure import momentum_weights
 from dmft.progress import tick
 
 # Depths up to this run the layer loop unrolled, with one array per layer: a layer's slice of a
-# stacked (L, S, M) array is copied before every product on XLA:CPU, and unrolling removes those
+# stacked (L, S, M) array was copied before every product on XLA:CPU, and unrolling removes those
 # copies. Measured (ReLU, float32, 2 replicas, second call): P = 8, L = 8, T = 30, S = 16384
 # 9.98 -> 8.09 s with compilation 9.5 -> 12.6 s; at L = 16 (T = 20, S = 8192) 5.13 -> 4.05 s but
-# compilation 7 -> 22 s, so deeper solves keep the scan over layers.
+# compilation 7 -> 22 s, so deeper solves keep the scan over layers. With the sites-last layout
+# the unrolled loop is still faster: 3.38 s against 4.56 s for the scan (P = 8, L = 8, T = 30,
+# S = 8192, interleaved in one process).
 UNROLL_LAYERS = 8
 
 
@@ -90,26 +99,31 @@ def _sym_sqrt(K):
     return (V * jnp.sqrt(jnp.clip(lam, 0.0))) @ V.T
 
 
+def _mean_outer(a, B):
+    """E[a Bᵀ] over the sites of a (Pt, S) and B (M, S): (Pt, M)."""
+    return lax.optimization_barrier(B @ a.T).T / a.shape[-1]
+
+
 def _whiten(x, basis, rtol):
-    """Gram–Schmidt of the new block x (S, Pt) against the whitened past ``basis`` (S, M).
+    """Gram–Schmidt of the new block x (Pt, S) against the whitened past ``basis`` (M, S).
 
     Returns (C, sq, xw): C = E[x basisᵀ] (Pt, M), sq the symmetric square root of the residual
-    covariance, and xw the residual whitened by sq's pseudo-inverse (S, Pt).
+    covariance, and xw the residual whitened by sq's pseudo-inverse (Pt, S).
     Done twice ("twice is enough") so the basis stays orthonormal to rounding.
     """
-    S = x.shape[0]
-    C1 = x.T @ basis / S
-    e = x - basis @ C1.T
-    C2 = e.T @ basis / S
-    e = e - basis @ C2.T
-    cov = e.T @ e / S
+    S = x.shape[-1]
+    C1 = _mean_outer(x, basis)
+    e = x - C1 @ basis
+    C2 = _mean_outer(e, basis)
+    e = e - C2 @ basis
+    cov = e @ e.T / S
     lam, V = jnp.linalg.eigh(cov)
-    scale = jnp.maximum(jnp.mean(jnp.sum(x * x, axis=0) / S), jnp.finfo(x.dtype).tiny)
+    scale = jnp.maximum(jnp.mean(jnp.sum(x * x, axis=1) / S), jnp.finfo(x.dtype).tiny)
     keep = lam > rtol * scale
     root = jnp.sqrt(jnp.where(keep, lam, 1.0))
     sq = (V * jnp.where(keep, root, 0.0)) @ V.T
     isq = (V * jnp.where(keep, 1.0 / root, 0.0)) @ V.T
-    return C1 + C2, sq, e @ isq
+    return C1 + C2, sq, isq @ e
 
 
 def solve_mc(
@@ -174,16 +188,18 @@ def solve_mc(
     phi, dphi = act.fn, act.deriv
     time_of = jnp.arange(M) // Pt
 
-    def on_sites(x, axis):  # split the site axis over the mesh's devices
+    def on_sites(x, axis=-1):  # split the site axis (by default the last) over the devices
         if mesh is None:
             return x
         spec = [None] * x.ndim
         spec[axis] = "sites"
         return lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
 
+    # Site arrays are stored with the sites last: a field is (Pt, S), a trajectory (M, S).
+    # XLA:CPU runs both kinds of products faster in this layout (see the module docstring).
     k0, kw, ku, kr = jax.random.split(key, 4)
-    u0 = on_sites(jax.random.normal(k0, (S, Pt), dt), 0) @ _sym_sqrt(Kx)
-    w0 = on_sites(jax.random.normal(kw, (S,), dt), 0)
+    u0 = on_sites(_sym_sqrt(Kx) @ jax.random.normal(k0, (S, Pt), dt).T)
+    w0 = on_sites(jax.random.normal(kw, (S,), dt))
 
     def innovations(k):
         if time_ids is None:
@@ -193,60 +209,62 @@ def solve_mc(
         return on_sites(jnp.moveaxis(z, 0, 2).reshape(L, S, M), 1)
 
     # The march is compiled in segments, each on arrays cut to the times reached so far. The
-    # innovations are split once into the columns each segment adds ("pieces"): a segment's
-    # products run piece by piece, so no segment copies a wider cut of them.
+    # innovations are split once into the columns each segment adds ("pieces"), transposed to
+    # the sites-last layout as they are cut: a segment's products run piece by piece, so no
+    # segment copies a wider cut of them.
     n_seg = min(segments, T + 1)
     bounds = [round((T + 1) * k / n_seg) for k in range(n_seg + 1)]
     cols = [(lo * Pt, hi * Pt) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
     unroll = L <= UNROLL_LAYERS
 
-    def pieces(z):  # per layer a tuple of pieces if unrolled, else per piece an (L, S, w) array
+    def pieces(z):  # per layer a tuple of (w, S) pieces if unrolled, else per piece (L, w, S)
         if unroll:
-            return tuple(tuple(on_sites(z[l, :, a:c], 0) for a, c in cols) for l in range(L))
-        return tuple(on_sites(z[..., a:c], 1) for a, c in cols)
+            return tuple(tuple(on_sites(z[l, :, a:c].T) for a, c in cols) for l in range(L))
+        return tuple(on_sites(jnp.swapaxes(z[..., a:c], 1, 2)) for a, c in cols)
 
     zu, zr = pieces(innovations(ku)), pieces(innovations(kr))
 
-    def mean_outer(a, B_):  # E[a Bᵀ] over sites: (Pt, M)
-        return a.T @ B_ / S
+    mean_outer = _mean_outer
 
     def centred(a):
-        return a - jnp.mean(a, axis=0)
+        return a - jnp.mean(a, axis=-1, keepdims=True)
 
     def kernel_row(x, past, rows):
-        """E[x(t) x(s)ᵀ] for all s: past (S, M) holds zeros at s >= t."""
+        """E[x(t) x(s)ᵀ] for all s: past (M, S) holds zeros at s >= t."""
         return with_now(mean_outer(x, past), x, rows)
 
     def factor_kernel_row(x, C, F, rows):
-        """The same row from the whitening: the past is x̂ Fᵀ and C = E[x(t) x̂ᵀ], so the row is
+        """The same row from the whitening: the past is F x̂ and C = E[x(t) x̂ᵀ], so the row is
         C Fᵀ (F's rows at s >= t are still zero), without reading the past sites again."""
         return with_now(C @ F.T, x, rows)
 
     def with_now(row, x, rows):  # the equal-time block from the samples
-        return lax.dynamic_update_slice_in_dim(row, x.T @ x / S, rows, axis=1)
+        return lax.dynamic_update_slice_in_dim(row, x @ x.T / S, rows, axis=1)
 
-    def per_layer(A):  # stacked (L, S, M) site arrays, or a tuple of (S, M) arrays if unrolled
-        return tuple(on_sites(a, 0) for a in A) if unroll else on_sites(A, 1)
+    def per_layer(A):  # stacked (L, M, S) site arrays, or a tuple of (M, S) arrays if unrolled
+        return tuple(on_sites(a) for a in A) if unroll else on_sites(A)
 
-    def widen(A, Mk, axes):
-        """A's trailing ``axes`` axes cut or zero-padded to width Mk (the columns of later times
-        are still zero), the site axis kept split over the mesh."""
+    def widen(A, Mk, axes, last=0):
+        """A's ``axes`` axes before the ``last`` trailing ones cut or zero-padded to width Mk
+        (the columns of later times are still zero), the site axis kept split over the mesh."""
         if isinstance(A, tuple):
-            return tuple(widen(a, Mk, axes) for a in A)
-        width = A.shape[-1]
+            return tuple(widen(a, Mk, axes, last) for a in A)
+        width = A.shape[A.ndim - last - 1]
+        keep = [slice(None)] * last
         if width >= Mk:
-            return A[(..., *[slice(0, Mk)] * axes)]
-        return jnp.pad(A, [(0, 0)] * (A.ndim - axes) + [(0, Mk - width)] * axes)
+            return A[(..., *[slice(0, Mk)] * axes, *keep)]
+        pad = [(0, 0)] * (A.ndim - axes - last) + [(0, Mk - width)] * axes + [(0, 0)] * last
+        return jnp.pad(A, pad)
 
     state = dict(
-        phL=on_sites(jnp.zeros((S, M), dt), 0),  # φ(h^{L+1})
-        g1=on_sites(jnp.zeros((S, M), dt), 0),  # g¹
-        glast=on_sites(jnp.zeros((L, S, Pt), dt), 1),  # gˡ⁺¹ at the previous time
-        phw=per_layer(jnp.zeros((L, S, M), dt)),  # φ(hˡ) whitened against Φˡ
-        ggw=per_layer(jnp.zeros((L, S, M), dt)),  # gˡ⁺¹ whitened against Gˡ⁺¹
-        Fp=jnp.zeros((L, M, M), dt),  # φ(hˡ) = phwˡ Fpˡᵀ (block lower triangular)
-        Fg=jnp.zeros((L, M, M), dt),  # gˡ⁺¹ = ggwˡ Fgˡᵀ
+        phL=on_sites(jnp.zeros((M, S), dt)),  # φ(h^{L+1})
+        g1=on_sites(jnp.zeros((M, S), dt)),  # g¹
+        glast=on_sites(jnp.zeros((L, Pt, S), dt)),  # gˡ⁺¹ at the previous time
+        phw=per_layer(jnp.zeros((L, M, S), dt)),  # φ(hˡ) whitened against Φˡ
+        ggw=per_layer(jnp.zeros((L, M, S), dt)),  # gˡ⁺¹ whitened against Gˡ⁺¹
+        Fp=jnp.zeros((L, M, M), dt),  # φ(hˡ) = Fpˡ phwˡ (block lower triangular)
+        Fg=jnp.zeros((L, M, M), dt),  # gˡ⁺¹ = Fgˡ ggwˡ
         Phi=jnp.zeros((L + 1, M, M), dt),
         G=jnp.zeros((L + 1, M, M), dt),
         DA=jnp.zeros((L, Pt, M), dt),  # control variates E[φ(hˡ(s)) ξ(s)ᵀ] (zero mean)
@@ -259,13 +277,13 @@ def solve_mc(
         K = lax.dynamic_update_slice(K, new_rows, (0, rows, 0))
         return lax.dynamic_update_slice(K, jnp.swapaxes(new_rows, 1, 2), (0, 0, rows))
 
-    def put_col(A, cols_new, rows):  # A (layers, S, M): write column block t
+    def put_time(A, new, rows):  # A (layers, M, S): write time block t
         if isinstance(A, tuple):
             return tuple(
-                lax.dynamic_update_slice_in_dim(a, c, rows, axis=1)
-                for a, c in zip(A, cols_new, strict=True)
+                lax.dynamic_update_slice_in_dim(a, c, rows, axis=0)
+                for a, c in zip(A, new, strict=True)
             )
-        return lax.dynamic_update_slice(A, cols_new, (0, 0, rows))
+        return lax.dynamic_update_slice_in_dim(A, new, rows, axis=1)
 
     def sweep(body, init, ls):  # lax.scan over layers, or unrolled
         if not unroll:
@@ -278,18 +296,18 @@ def solve_mc(
 
     def make_step(seg):
         """The step for times of segment ``seg`` (< n_t): every (·, M) array is cut to its first
-        Mk = n_t·Pt columns, since the columns of later times are still zero (saves ~40% of the
-        work); the innovations are the first seg + 1 pieces."""
+        Mk = n_t·Pt times, since the later ones are still zero (saves ~40% of the work); the
+        innovations are the first seg + 1 pieces."""
         n_t = bounds[seg + 1]
         Mk = n_t * Pt
-        off = cols[seg][0]  # first column of the last piece
+        off = cols[seg][0]  # first row of the last piece
         if unroll:
             zu_k, zr_k = (tuple(z[l][: seg + 1] for l in range(L)) for z in (zu, zr))
         else:
             zu_k, zr_k = zu[: seg + 1], zr[: seg + 1]
 
-        def comb(zs, C):  # Σ_s z(s) C(t, s)ᵀ over the pieces: (S, Pt)
-            terms = [z @ C[:, a:c].T for z, (a, c) in zip(zs, cols, strict=False)]
+        def comb(zs, C):  # Σ_s C(t, s) z(s) over the pieces: (Pt, S)
+            terms = [C[:, a:c] @ z for z, (a, c) in zip(zs, cols, strict=False)]
             return sum(terms[:-1], terms[-1])
 
         def proj(x, zs):  # E[x zᵀ] over the pieces: (Pt, Mk)
@@ -310,7 +328,7 @@ def solve_mc(
                     return A[i]
                 return lax.dynamic_index_in_dim(A, i, 0, keepdims=False)
 
-            now_z = lambda zs: lax.dynamic_slice_in_dim(zs[-1], rows - off, Pt, axis=1)  # noqa: E731
+            now_z = lambda zs: lax.dynamic_slice_in_dim(zs[-1], rows - off, Pt, axis=-2)  # noqa: E731
 
             def at_z(Z, i):  # layer i's pieces
                 return Z[i] if unroll else tuple(at(z, i) for z in Z)
@@ -319,63 +337,63 @@ def solve_mc(
                 return lax.dynamic_update_slice_in_dim(C, sq, rows, axis=1)
 
             # forward sweep: h¹(t) … h^{L+1}(t)
-            h1 = u0 + ((st["g1"] * eps).reshape(S, n_t, Pt).sum(1)) @ Kx
+            h1 = u0 + Kx.T @ (st["g1"] * eps[:, None]).reshape(n_t, Pt, S).sum(0)
 
             def forward(h, l):  # layer l = 1..L: h^{l+1}(t) from h^l(t)
                 p = phi(h)
                 C, sq, pw = _whiten(p, at(phw, l - 1), rtol)
                 phi_row = factor_kernel_row(p, C, at(Fp, l - 1), rows)
                 z = at_z(zu_k, l - 1)
-                u = comb(z, C) + now_z(z) @ sq
+                u = comb(z, C) + sq @ now_z(z)
                 zr_l = at_z(zr_k, l - 1)
                 pc = centred(p)
                 # φ(hˡ(s)) does not depend on ξ(s): subtracting its Stein average (zero in
                 # expectation) leaves E[(φ(hˡ(t)) − φ(hˡ(s))) ξ(s)], far less noisy
                 DA_t = lax.dynamic_update_slice_in_dim(
-                    at(st["DA"], l - 1), pc.T @ now_z(zr_l) / S, rows, 1
+                    at(st["DA"], l - 1), pc @ now_z(zr_l).T / S, rows, 1
                 )
                 QA = (proj(pc, zr_l) - DA_t) * before
                 # response Σ A gˡ⁺¹ and memory Σ ε Φˡ gˡ⁺¹ both act on the past of
-                # gˡ⁺¹ = ggwˡ Fgˡᵀ: one product with the whitened array
+                # gˡ⁺¹ = Fgˡ ggwˡ: one product with the whitened array
                 coef = b * on * QA + b * b * kappa * (phi_row * eps) @ at(Fg, l - 1)
-                h_next = h + b * u + at(ggw, l - 1) @ coef.T
+                h_next = h + b * u + coef @ at(ggw, l - 1)
                 out = dict(h=h, pw=pw, phi_row=phi_row, DA=DA_t, F=factor_row(C, sq))
                 return h_next, out
 
             hL1, fw = sweep(forward, h1, range(1, L + 1))
             pL1 = phi(hL1)
             phi_row_L1 = kernel_row(pL1, st["phL"], rows)
-            phL = lax.dynamic_update_slice_in_dim(st["phL"], pL1, rows, axis=1)
-            hs = jnp.concatenate([fw["h"], hL1[None]])  # (L+1, S, Pt)
-            phw = put_col(phw, fw["pw"], rows)
+            phL = lax.dynamic_update_slice_in_dim(st["phL"], pL1, rows, axis=0)
+            hs = jnp.concatenate([fw["h"], hL1[None]])  # (L+1, Pt, S)
+            phw = put_time(phw, fw["pw"], rows)
             Fp = lax.dynamic_update_slice(Fp, fw["F"], (0, rows, 0))
             Phi = put_row(st["Phi"], jnp.concatenate([fw["phi_row"], phi_row_L1[None]]), rows)
-            H = st["H"].at[:, t].set(jnp.einsum("lsp,lsq->lpq", hs, hs) / S)
+            H = st["H"].at[:, t].set(jnp.einsum("lps,lqs->lpq", hs, hs) / S)
             # E[w₀ φ(h^{L+1}(0))] = 0 exactly: subtract it as a control variate
-            f_t = (jnp.mean(w0[:, None] * (pL1 - phL[:, :Pt]), axis=0) + phi_row_L1 @ eps) / gamma0
+            f_t = (jnp.mean(w0 * (pL1 - phL[:Pt]), axis=1) + phi_row_L1 @ eps) / gamma0
             f = st["f"].at[t].set(f_t)
 
             # backward sweep: g^{L+1}(t) … g¹(t)
-            w = w0 + phL @ eps
-            gL1 = dphi(hL1) * w[:, None]
+            w = w0 + eps @ phL
+            gL1 = dphi(hL1) * w
 
             def backward(g, l):  # layer l = L..1: g^l(t) from g^{l+1}(t)
                 C, sq, gw = _whiten(g, at(ggw, l - 1), rtol)
                 g_row = factor_kernel_row(g, C, at(Fg, l - 1), rows)
                 z = at_z(zr_k, l - 1)
-                r = comb(z, C) + now_z(z) @ sq
+                r = comb(z, C) + sq @ now_z(z)
                 zu_l = at_z(zu_k, l - 1)
                 # likewise gˡ⁺¹(t−1) does not depend on ζ(t)
                 DB_t = lax.dynamic_update_slice_in_dim(
                     at(st["DB"], l - 1),
-                    centred(at(st["glast"], l - 1)).T @ now_z(zu_l) / S,
+                    centred(at(st["glast"], l - 1)) @ now_z(zu_l).T / S,
                     rows,
                     1,
                 )
                 QB = (proj(centred(g), zu_l) - DB_t) * upto
                 # response Σ B φ(hˡ) and memory Σ ε Gˡ⁺¹ φ(hˡ): one product with phwˡ
                 coef = on * QB + b * kappa * (g_row * eps) @ at(Fp, l - 1)
-                g_prev = g + b * dphi(at(hs, l - 1)) * (r + at(phw, l - 1) @ coef.T)
+                g_prev = g + b * dphi(at(hs, l - 1)) * (r + coef @ at(phw, l - 1))
                 out = dict(g=g, gw=gw, g_row=g_row, DB=DB_t, F=factor_row(C, sq))
                 return g_prev, out
 
@@ -386,10 +404,10 @@ def solve_mc(
 
             return dict(
                 phL=phL,
-                g1=lax.dynamic_update_slice_in_dim(st["g1"], g1, rows, axis=1),
+                g1=lax.dynamic_update_slice_in_dim(st["g1"], g1, rows, axis=0),
                 glast=rev(bw["g"]),
                 phw=phw,
-                ggw=put_col(ggw, rev(bw["gw"]), rows),
+                ggw=put_time(ggw, rev(bw["gw"]), rows),
                 Fp=Fp,
                 Fg=lax.dynamic_update_slice(Fg, rev(bw["F"]), (0, rows, 0)),
                 Phi=Phi,
@@ -407,11 +425,13 @@ def solve_mc(
     for seg, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         # the arrays go straight from one segment's width to the next: one copy at a boundary
         Mk = hi * Pt
-        for k in ("phL", "g1", "phw", "ggw", "DA", "DB"):
+        for k in ("phL", "g1", "phw", "ggw"):
+            st[k] = widen(st[k], Mk, 1, last=1)
+        for k in ("DA", "DB"):
             st[k] = widen(st[k], Mk, 1)
         for k in ("Phi", "G", "Fp", "Fg"):
             st[k] = widen(st[k], Mk, 2)
-        st.update(phL=on_sites(st["phL"], 0), g1=on_sites(st["g1"], 0))
+        st.update(phL=on_sites(st["phL"]), g1=on_sites(st["g1"]))
         st.update(phw=per_layer(st["phw"]), ggw=per_layer(st["ggw"]))
         st = lax.fori_loop(lo, hi, make_step(seg), st)
     return {"f": st["f"], "Phi": st["Phi"], "G": st["G"], "H": st["H"]}
