@@ -230,9 +230,11 @@ def solve_mc(
     def centred(a):
         return a - jnp.mean(a, axis=-1, keepdims=True)
 
-    def kernel_row(x, past, rows):
-        """E[x(t) x(s)ᵀ] for all s: past (M, S) holds zeros at s >= t."""
-        return with_now(mean_outer(x, past), x, rows)
+    def kernel_row(x, traj):
+        """E[x(t) x(s)ᵀ] for all s, from the trajectory (M, S) that already holds x at t and
+        zeros after it. Reading the updated array, not the one before the update, lets XLA
+        write the update in place: reading both made it copy the array twice per step."""
+        return mean_outer(x, traj)
 
     def factor_kernel_row(x, C, F, rows):
         """The same row from the whitening: the past is F x̂ and C = E[x(t) x̂ᵀ], so the row is
@@ -362,8 +364,8 @@ def solve_mc(
 
             hL1, fw = sweep(forward, h1, range(1, L + 1))
             pL1 = phi(hL1)
-            phi_row_L1 = kernel_row(pL1, st["phL"], rows)
             phL = lax.dynamic_update_slice_in_dim(st["phL"], pL1, rows, axis=0)
+            phi_row_L1 = kernel_row(pL1, phL)
             hs = jnp.concatenate([fw["h"], hL1[None]])  # (L+1, Pt, S)
             phw = put_time(phw, fw["pw"], rows)
             Fp = lax.dynamic_update_slice(Fp, fw["F"], (0, rows, 0))
@@ -399,12 +401,13 @@ def solve_mc(
 
             g1, bw = sweep(backward, gL1, range(L, 0, -1))
             rev = lambda a: a[::-1]  # noqa: E731  (outputs ran l = L..1)
-            g_rows1 = kernel_row(g1, st["g1"], rows)
+            g1_traj = lax.dynamic_update_slice_in_dim(st["g1"], g1, rows, axis=0)
+            g_rows1 = kernel_row(g1, g1_traj)
             G = put_row(st["G"], jnp.concatenate([g_rows1[None], rev(bw["g_row"])]), rows)
 
             return dict(
                 phL=phL,
-                g1=lax.dynamic_update_slice_in_dim(st["g1"], g1, rows, axis=0),
+                g1=g1_traj,
                 glast=rev(bw["g"]),
                 phw=phw,
                 ggw=put_time(ggw, rev(bw["gw"]), rows),
