@@ -1,8 +1,9 @@
 """FLOP rate of the Monte Carlo solver's contractions against this machine's matmul rate.
 
 At every step and layer the Monte Carlo march (``dmft.monte_carlo``) does 14 products of a
-site array (S sites × Mk times, Mk the width of the current time segment) with a block of P
-columns: averages ``xᵀA/S`` (P×S)@(S×Mk) and combinations ``A C`` (S×Mk)@(Mk×P), four in each
+site array (Mk times × S sites, stored sites last; Mk the width of the current time segment)
+with a block of P rows: averages ``A xᵀ/S`` (Mk×S)@(S×P) and combinations ``C A``
+(P×Mk)@(Mk×S), four in each
 sweep's Gram–Schmidt, plus sources, responses joined with memory terms; two more per step for
 h¹, the last layer's kernel row and g¹; and 4 products of a P × Mk row with an Mk × Mk whitening
 factor (kernel rows and memory coefficients). Everything else (eigendecompositions of P×P blocks,
@@ -67,18 +68,19 @@ def machine_rates(P: int, S: int, M: int) -> dict:
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     n = 2048
     A = jax.random.normal(k[0], (n, n), jnp.float32)
-    B = jax.random.normal(k[1], (S, M), jnp.float32)
-    x = jax.random.normal(k[2], (S, P), jnp.float32)
+    # the solver's layout: sites last, a trajectory (M, S) and a field (P, S)
+    B = jax.random.normal(k[1], (M, S), jnp.float32)
+    x = jax.random.normal(k[2], (P, S), jnp.float32)
     C = jax.random.normal(k[3], (P, M), jnp.float32)
     big = jnp.ones((64 * 2**20,), jnp.float32)  # 256 MiB
     square = median_time(jax.jit(jnp.dot), A, A)
-    proj = median_time(jax.jit(lambda x, B: x.T @ B), x, B)
-    comb = median_time(jax.jit(lambda B, C: B @ C.T), B, C)
+    proj = median_time(jax.jit(lambda x, B: B @ x.T), x, B)  # E[x Bᵀ] as an (M, P) result
+    comb = median_time(jax.jit(lambda B, C: C @ B), B, C)
     read = median_time(jax.jit(jnp.sum), big)
     return {
         "square_2048_gflops": 2 * n**3 / square / 1e9,
-        f"xT_A_{P}x{S}x{M}_gflops": 2 * P * S * M / proj / 1e9,
-        f"A_C_{S}x{M}x{P}_gflops": 2 * P * S * M / comb / 1e9,
+        f"B_xT_{M}x{S}x{P}_gflops": 2 * P * S * M / proj / 1e9,
+        f"C_B_{P}x{M}x{S}_gflops": 2 * P * S * M / comb / 1e9,
         "read_bandwidth_gb_s": big.size * 4 / read / 1e9,
     }
 
