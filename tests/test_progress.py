@@ -35,7 +35,11 @@ def test_solve_bar_counts_every_time_step_of_every_march(monkeypatch, capsys):
                             replicas=3, throw=False, progress=False)  # fmt: skip
     shown = dmft.solve_dmft(X, Y, depth=2, activation="relu", eta0=0.1, steps=4, samples=256,
                             replicas=3, throw=False, progress=True)  # fmt: skip
-    np.testing.assert_array_equal(quiet.loss, shown.loss)  # the bar changes nothing
+    # the bar changes nothing but the compiled program: its host callback sits in the loop, and
+    # XLA optimizes this short march differently around it (the two programs' op counts
+    # differ), so the two agree to rounding (3e-16 measured), as a vmapped solve agrees with
+    # separate ones
+    np.testing.assert_allclose(quiet.loss, shown.loss, rtol=1e-12)
     assert seen[-1] == (5 * 3, 5 * 3, False)  # (steps + 1) × replicas
     err = capsys.readouterr().err
     assert "DMFT relu L=2" in err and "MC rel. error" in err
