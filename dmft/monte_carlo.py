@@ -225,39 +225,31 @@ def solve_mc(
 
     zu, zr = pieces(innovations(ku)), pieces(innovations(kr))
 
-    mean_outer = _mean_outer
-
     def centred(a):
         return a - jnp.mean(a, axis=-1, keepdims=True)
 
-    def kernel_row(x, traj):
-        """E[x(t) x(s)ᵀ] for all s, from the trajectory (M, S) that already holds x at t and
-        zeros after it. Reading the updated array, not the one before the update, lets XLA
-        write the update in place: reading both made it copy the array twice per step."""
-        return mean_outer(x, traj)
-
     def factor_kernel_row(x, C, F, rows):
-        """The same row from the whitening: the past is F x̂ and C = E[x(t) x̂ᵀ], so the row is
-        C Fᵀ (F's rows at s >= t are still zero), without reading the past sites again."""
-        return with_now(C @ F.T, x, rows)
-
-    def with_now(row, x, rows):  # the equal-time block from the samples
-        return lax.dynamic_update_slice_in_dim(row, x @ x.T / S, rows, axis=1)
+        """E[x(t) x(s)ᵀ] for all s from the whitening: the past is F x̂ and C = E[x(t) x̂ᵀ], so
+        the row is C Fᵀ (F's rows at s >= t are still zero), without reading the past sites
+        again; the equal-time block comes from the samples."""
+        return lax.dynamic_update_slice_in_dim(C @ F.T, x @ x.T / S, rows, axis=1)
 
     def per_layer(A):  # stacked (L, M, S) site arrays, or a tuple of (M, S) arrays if unrolled
         return tuple(on_sites(a) for a in A) if unroll else on_sites(A)
 
-    def widen(A, Mk, axes, last=0):
-        """A's ``axes`` axes before the ``last`` trailing ones cut or zero-padded to width Mk
-        (the columns of later times are still zero), the site axis kept split over the mesh."""
+    def widen(A, Mk, axes):
+        """A's time ``axes`` (negative indices) cut or zero-padded to width Mk (the entries of
+        later times are still zero), the site axis kept split over the mesh."""
         if isinstance(A, tuple):
-            return tuple(widen(a, Mk, axes, last) for a in A)
-        width = A.shape[A.ndim - last - 1]
-        keep = [slice(None)] * last
+            return tuple(widen(a, Mk, axes) for a in A)
+        width = A.shape[axes[0]]
         if width >= Mk:
-            return A[(..., *[slice(0, Mk)] * axes, *keep)]
-        pad = [(0, 0)] * (A.ndim - axes - last) + [(0, Mk - width)] * axes + [(0, 0)] * last
-        return jnp.pad(A, pad)
+            return A[
+                tuple(slice(0, Mk) if i - A.ndim in axes else slice(None) for i in range(A.ndim))
+            ]
+        return jnp.pad(
+            A, [(0, Mk - width) if i - A.ndim in axes else (0, 0) for i in range(A.ndim)]
+        )
 
     state = dict(
         phL=on_sites(jnp.zeros((M, S), dt)),  # φ(h^{L+1})
@@ -313,7 +305,7 @@ def solve_mc(
             return sum(terms[:-1], terms[-1])
 
         def proj(x, zs):  # E[x zᵀ] over the pieces: (Pt, Mk)
-            return jnp.concatenate([mean_outer(x, z) for z in zs], axis=1)
+            return jnp.concatenate([_mean_outer(x, z) for z in zs], axis=1)
 
         def time_step(t, st):
             if progress:
@@ -365,7 +357,9 @@ def solve_mc(
             hL1, fw = sweep(forward, h1, range(1, L + 1))
             pL1 = phi(hL1)
             phL = lax.dynamic_update_slice_in_dim(st["phL"], pL1, rows, axis=0)
-            phi_row_L1 = kernel_row(pL1, phL)
+            # kernel rows from the updated trajectories (row t already holds the new field):
+            # reading the array from before the update made XLA copy it twice per step
+            phi_row_L1 = _mean_outer(pL1, phL)
             hs = jnp.concatenate([fw["h"], hL1[None]])  # (L+1, Pt, S)
             phw = put_time(phw, fw["pw"], rows)
             Fp = lax.dynamic_update_slice(Fp, fw["F"], (0, rows, 0))
@@ -402,7 +396,7 @@ def solve_mc(
             g1, bw = sweep(backward, gL1, range(L, 0, -1))
             rev = lambda a: a[::-1]  # noqa: E731  (outputs ran l = L..1)
             g1_traj = lax.dynamic_update_slice_in_dim(st["g1"], g1, rows, axis=0)
-            g_rows1 = kernel_row(g1, g1_traj)
+            g_rows1 = _mean_outer(g1, g1_traj)
             G = put_row(st["G"], jnp.concatenate([g_rows1[None], rev(bw["g_row"])]), rows)
 
             return dict(
@@ -428,12 +422,12 @@ def solve_mc(
     for seg, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         # the arrays go straight from one segment's width to the next: one copy at a boundary
         Mk = hi * Pt
-        for k in ("phL", "g1", "phw", "ggw"):
-            st[k] = widen(st[k], Mk, 1, last=1)
-        for k in ("DA", "DB"):
-            st[k] = widen(st[k], Mk, 1)
-        for k in ("Phi", "G", "Fp", "Fg"):
-            st[k] = widen(st[k], Mk, 2)
+        for k in ("phL", "g1", "phw", "ggw"):  # (·, M, S)
+            st[k] = widen(st[k], Mk, (-2,))
+        for k in ("DA", "DB"):  # (L, Pt, M)
+            st[k] = widen(st[k], Mk, (-1,))
+        for k in ("Phi", "G", "Fp", "Fg"):  # (·, M, M)
+            st[k] = widen(st[k], Mk, (-2, -1))
         st.update(phL=on_sites(st["phL"]), g1=on_sites(st["g1"]))
         st.update(phw=per_layer(st["phw"]), ggw=per_layer(st["ggw"]))
         st = lax.fori_loop(lo, hi, make_step(seg), st)
