@@ -331,7 +331,10 @@ def solve_mc(
                 return lax.dynamic_update_slice_in_dim(C, sq, rows, axis=1)
 
             # forward sweep: h¹(t) … h^{L+1}(t)
-            h1 = u0 + Kx.T @ (st["g1"] * eps[:, None]).reshape(n_t, Pt, S).sum(0)
+            # Σ_s Kxᵀ ε(s) g¹(s) as one product with a (Pt, Mk) matrix: written as a weighted
+            # sum over times, XLA:CPU streamed g¹ at under 1 GB/s (11% of the march at P = 8)
+            Ke = (Kx.T[:, None, :] * eps.reshape(n_t, Pt)[None]).reshape(Pt, Mk)
+            h1 = u0 + Ke @ st["g1"]
 
             def forward(h, l):  # layer l = 1..L: h^{l+1}(t) from h^l(t)
                 p = phi(h)
