@@ -7,10 +7,17 @@ with a block of P rows: averages ``A xᵀ/S`` (Mk×S)@(S×P) and combinations ``
 sweep's Gram–Schmidt, plus sources, responses joined with memory terms; two more per step for
 h¹, the last layer's kernel row and g¹; and 4 products of a P × Mk row with an Mk × Mk whitening
 factor (kernel rows and memory coefficients). Everything else (eigendecompositions of P×P blocks,
-element-wise maps, O(S·P²) products) is a small fraction. This script counts those
-multiply-adds exactly for the segment widths the solver uses and divides by the wall time of a
-steady-state solve (second call, two replicas, float32): a lower bound on the rate of the
-contractions themselves, since the wall time includes everything else.
+element-wise maps, O(S·P²) products) is a small fraction. Two rates are reported:
+
+- **in the solver** (the acceptance figure): a third call runs under ``jax.profiler``; every
+  operation of the compiled march that is or contains a dot gets its FLOPs from the optimized HLO
+  (dumped by XLA for this purpose), and their sum is divided by the wall time during which at
+  least one of them runs (the union of their intervals, so products of the two replicas running
+  side by side on the two cores are not counted twice, and whatever overlaps them counts against
+  them). The rate over the summed durations (per-thread) is reported too.
+- **over the whole solve**: the multiply-adds above, counted for the segment widths the solver
+  uses, divided by the wall time of a steady-state solve (second call, two replicas, float32): a
+  lower bound, since that time includes the random draw, element-wise work and copies.
 
 Reported next to it, measured in the same process:
 - the square float32 matmul rate (n = 2048), the machine's reference FLOP rate;
@@ -24,8 +31,13 @@ Reported next to it, measured in the same process:
 from __future__ import annotations
 
 import argparse
+import glob
+import gzip
+import json
 import os
+import re
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -85,7 +97,89 @@ def machine_rates(P: int, S: int, M: int) -> dict:
     }
 
 
-def solve_rate(P: int, L: int, T: int, S: int) -> dict:
+_SHAPE = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \w+\[([\d,]*)\]")
+_DOT = re.compile(r"= \w+\[([\d,]*)\]\S* dot\(%([\w.\-]+), %[\w.\-]+\)")
+
+
+def dot_flops(hlo_text: str) -> dict[str, int]:
+    """FLOPs of each instruction of an optimized HLO module that is a dot or a fusion holding dots."""
+    shapes, body, comp = {}, {}, None
+    for line in hlo_text.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            comp = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+            body[comp] = []
+        elif comp is not None:
+            body[comp].append(line)
+        m = _SHAPE.match(line)
+        if m:
+            shapes[m.group(1)] = [int(v) for v in m.group(2).split(",") if v]
+
+    def flops(line):
+        m = _DOT.search(line)
+        if not m:
+            return 0
+        out, lhs = m.group(1), shapes[m.group(2)]
+        dims = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", line).group(1)
+        k = int(np.prod([lhs[int(d)] for d in dims.split(",") if d]))
+        return 2 * int(np.prod([int(v) for v in out.split(",") if v])) * k
+
+    result = {}
+    for lines in body.values():
+        for line in lines:
+            m = _SHAPE.match(line)
+            if not m:
+                continue
+            n = flops(line)
+            called = re.search(r" fusion\(.*calls=%([\w.\-]+)", line)
+            if not n and called:
+                n = sum(flops(inner) for inner in body.get(called.group(1), []))
+            if n:
+                result[m.group(1)] = n
+    return result
+
+
+def traced_rate(run, dump_dir: str, module: str = "jit__mc_replicas") -> dict:
+    """Profile one call of ``run``; the FLOP rate of the dots of ``module`` while they run."""
+    import jax
+
+    (path,) = sorted(glob.glob(os.path.join(dump_dir, f"*.{module}.cpu_after_optimizations.txt")),
+                     key=os.path.getmtime)[-1:]  # fmt: skip
+    with open(path) as fh:
+        flops = dot_flops(fh.read())
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            t0 = time.perf_counter()
+            run()
+            wall = time.perf_counter() - t0
+        (trace,) = glob.glob(
+            os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True
+        )
+        with gzip.open(trace) as fh:
+            events = json.load(fh)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    ops = [
+        e for e in events if e.get("ph") == "X" and e.get("args", {}).get("hlo_module") == module
+    ]
+    dots = sorted(
+        (e["ts"], e["ts"] + e["dur"], flops[e["name"]]) for e in ops if e["name"] in flops
+    )
+    if not dots:
+        raise RuntimeError(f"no dot of {module} in the trace ({len(ops)} operations)")
+    union, start, end = 0.0, dots[0][0], dots[0][1]
+    for a, b, _ in dots[1:]:
+        if a > end:
+            union, start = union + end - start, a
+        end = max(end, b)
+    union = (union + end - start) / 1e6
+    summed = sum(b - a for a, b, _ in dots) / 1e6
+    total = sum(f for _, _, f in dots)
+    return {"traced_wall_s": wall, "dot_flops": total, "dot_ops": len(flops),
+            "dot_time_union_s": union, "dot_time_summed_s": summed,
+            "all_op_time_summed_s": sum(e["dur"] for e in ops) / 1e6,
+            "gflops_in_solver": total / union / 1e9, "gflops_per_thread": total / summed / 1e9}  # fmt: skip
+
+
+def solve_rate(P: int, L: int, T: int, S: int, dump_dir: str) -> dict:
     import jax
 
     import dmft
@@ -94,15 +188,20 @@ def solve_rate(P: int, L: int, T: int, S: int) -> dict:
     y = np.sign(np.random.default_rng(1).normal(size=P))
     kw = dict(depth=L, activation="relu", eta0=0.3, steps=T, samples=S, replicas=2)
     kw.update(throw=False, dtype="float32", progress=False)
+
+    def run():
+        jax.block_until_ready(dmft.solve_dmft(X, y, **kw).loss)
+
     t0 = time.perf_counter()
-    jax.block_until_ready(dmft.solve_dmft(X, y, **kw).loss)
+    run()
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    jax.block_until_ready(dmft.solve_dmft(X, y, **kw).loss)
+    run()
     wall = time.perf_counter() - t0
     flops = 2 * 2 * march_macs(P, L, T, S)  # two replicas
     return {"P": P, "L": L, "T": T, "S": S, "first_s": first, "second_s": wall,
-            "contraction_flops": flops, "gflops": flops / wall / 1e9}  # fmt: skip
+            "contraction_flops": flops, "gflops": flops / wall / 1e9,
+            "traced": traced_rate(run, dump_dir)}  # fmt: skip
 
 
 def main():
@@ -114,18 +213,30 @@ def main():
         sizes = [(4, 2, 6, 2048), (8, 2, 4, 2048)]
     else:
         sizes = [(8, 8, 30, 16384), (16, 8, 20, 16384), (32, 4, 12, 16384)]
+    # XLA writes the optimized march it compiles here, for the FLOPs of each traced operation;
+    # the flags must be set before jax starts its backend
+    dump_dir = tempfile.mkdtemp(prefix="dmft_hlo_")
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
+        " --xla_dump_hlo_pass_re=NONE --xla_dump_hlo_module_re=.*mc_replicas.*"
+    )
     rows = []
     for P, L, T, S in sizes:
         M = (T + 1) * P
         rates = machine_rates(P, S, M)
-        row = {**solve_rate(P, L, T, S), "machine": rates}
+        row = {**solve_rate(P, L, T, S, dump_dir), "machine": rates}
         square = rates["square_2048_gflops"]
         row["fraction_of_square"] = row["gflops"] / square
+        tr = row["traced"]
+        tr["fraction_of_square"] = tr["gflops_in_solver"] / square
         rows.append(row)
         print(
-            f"P={P} L={L} T={T} S={S}: solver contractions {row['gflops']:.1f} GFLOP/s "
-            f"= {row['fraction_of_square']:.0%} of square matmul {square:.0f} GFLOP/s "
-            f"(second call {row['second_s']:.2f} s); alone at M={M}: "
+            f"P={P} L={L} T={T} S={S}: contractions in the solver {tr['gflops_in_solver']:.1f} "
+            f"GFLOP/s = {tr['fraction_of_square']:.0%} of square matmul {square:.0f} GFLOP/s "
+            f"({tr['gflops_per_thread']:.1f} per thread; dots run {tr['dot_time_union_s']:.2f} s "
+            f"of a {tr['traced_wall_s']:.2f} s traced call); over the whole solve "
+            f"{row['gflops']:.1f} GFLOP/s = {row['fraction_of_square']:.0%} (second call "
+            f"{row['second_s']:.2f} s); alone at M={M}: "
             + ", ".join(f"{k} {v:.1f}" for k, v in rates.items() if k != "square_2048_gflops"),
             flush=True,
         )
