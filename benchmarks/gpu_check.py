@@ -2,6 +2,12 @@
 Carlo solver, with correctness checks against closed forms. Writes JSON to the path given.
 
     python benchmarks/gpu_check.py [out.json] [--small]     (--small: tiny sizes, any device)
+    python benchmarks/gpu_check.py --large-only benchmarks/data/gpu_sizes_cpu.json   (on the CPU)
+
+The large sizes (issue #8, point 5: ReLU at P = 16, L = 32, 100 steps and the exact linear path at
+L = 128) run last; on an accelerator the script sets their second-call times against the same
+solves on the 2-core CPU, stored in ``data/gpu_sizes_cpu.json`` by the second command, and
+checks that the losses agree (same seed, so the same random draws on every backend).
 """
 
 from __future__ import annotations
@@ -71,7 +77,58 @@ def monte_carlo(report, small):
     }
 
 
-def main(out_path=None, small=False):
+CPU_REFERENCE = os.path.join(os.path.dirname(__file__), "data", "gpu_sizes_cpu.json")
+
+
+def large_sizes(report, small, save):
+    """ReLU P = 16, L = 32, T = 100 (4096 sites × 2 replicas, float32) and the exact linear path
+    at P = 1, L = 128, T = 100 (float32 and float64); with ratios to the CPU reference if any."""
+    rng = np.random.default_rng(2)
+    L, T, P = (2, 5, 4) if small else (32, 100, 16)
+    X = rng.normal(size=(P, 16))
+    y = np.sign(X[:, 0])
+    kw = dict(depth=L, activation="relu", eta0=0.1, steps=T, samples=4096, replicas=2)
+    kw.update(dtype="float32", throw=False, memory_limit=16 * 2**30)
+    _, first = timed(lambda: dmft.solve_dmft(X, y, gamma0=1.0, **kw).loss)
+    s, second = timed(lambda: dmft.solve_dmft(X, y, gamma0=1.0, **kw))
+    report[f"mc_relu_P{P}_L{L}_T{T}_S4096_R2_float32"] = {
+        "first_s": first,
+        "second_s": second,
+        "memory_estimate_gib": s.memory_estimate / 2**30,
+        "loss_at": {str(t): float(s.loss[t]) for t in (1, T // 2, T)},
+        "max_rel_error": float(np.max(np.asarray(s.loss_error)[1:] / np.asarray(s.loss)[1:])),
+    }
+    save()
+    one = (np.ones((1, 1)), np.ones(1))
+    L, T = (4, 5) if small else (128, 100)
+    for dt in ("float32", "float64"):
+        lin = dict(depth=L, activation="linear", eta0=0.02, steps=T, dtype=dt)
+        _, first = timed(lambda: dmft.solve_dmft(*one, gamma0=1.0, **lin).loss)  # noqa: B023
+        s, second = timed(lambda: dmft.solve_dmft(*one, gamma0=1.0, **lin).loss)  # noqa: B023
+        # the loss falls to ~1e-26 by the last step (0 in float32): compare it early on
+        loss_at = {str(t): float(s[t]) for t in (1, T // 10, T // 5)}
+        report[f"linear_L{L}_T{T}_{dt}"] = {
+            "first_s": first,
+            "second_s": second,
+            "loss_at": loss_at,
+        }
+        save()
+    if small or jax.devices()[0].platform == "cpu" or not os.path.exists(CPU_REFERENCE):
+        return
+    with open(CPU_REFERENCE) as fh:
+        cpu = json.load(fh)
+    for name, ref in cpu.items():
+        if isinstance(ref, dict) and name in report:
+            here = report[name]
+            here["cpu_second_s"] = ref["second_s"]
+            here["speedup_vs_cpu"] = ref["second_s"] / here["second_s"]
+            here["max_rel_loss_diff_vs_cpu"] = max(
+                abs(here["loss_at"][t] / ref["loss_at"][t] - 1) for t in ref["loss_at"]
+            )
+    save()
+
+
+def main(out_path=None, small=False, large_only=False):
     report = {"device": str(jax.devices()[0]), "jax": jax.__version__}
 
     def save():  # after every section, so a run cut off by its time limit keeps what it did
@@ -79,6 +136,9 @@ def main(out_path=None, small=False):
         if out_path:
             write_json(out_path, report)
 
+    if large_only:
+        large_sizes(report, small, save)
+        return
     monte_carlo(report, small)
     save()
     rng = np.random.default_rng(0)
@@ -114,8 +174,10 @@ def main(out_path=None, small=False):
             "final_loss": float(s[-1]),
         }
         save()
+    large_sizes(report, small, save)
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--small"]
-    main(args[0] if args else None, small="--small" in sys.argv)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(args[0] if args else None, small="--small" in sys.argv,
+         large_only="--large-only" in sys.argv)  # fmt: skip
