@@ -74,6 +74,8 @@ def main():
             os.path.join(results, f"validate_convergence{suffix}.json"),
         ],
     ]
+    if args.small:  # the accelerator check at tiny sizes, so it keeps working between GPU runs
+        runs.append(["gpu_check.py", "--small", os.path.join(results, "gpu_check_small.json")])
     failed = 0
     for cmd in runs:
         print("==", " ".join(cmd), flush=True)
