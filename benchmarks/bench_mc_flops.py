@@ -4,8 +4,8 @@ At every step and layer the Monte Carlo march (``dmft.monte_carlo``) does 14 pro
 site array (Mk times × S sites, stored sites last; Mk the width of the current time segment)
 with a block of P rows: averages ``A xᵀ/S`` (Mk×S)@(S×P) and combinations ``C A``
 (P×Mk)@(Mk×S), four in each
-sweep's Gram–Schmidt, plus sources, responses joined with memory terms; two more per step for
-h¹, the last layer's kernel row and g¹; and 4 products of a P × Mk row with an Mk × Mk whitening
+sweep's Gram–Schmidt, plus sources, responses joined with memory terms; three more per step for
+h¹'s memory term and the kernel rows of the last layer and of g¹; and 4 products of a P × Mk row with an Mk × Mk whitening
 factor (kernel rows and memory coefficients). Everything else (eigendecompositions of P×P blocks,
 element-wise maps, O(S·P²) products) is a small fraction. Two rates are reported:
 
@@ -55,7 +55,7 @@ def march_macs(P: int, L: int, T: int, S: int, segments: int = SEGMENTS) -> int:
     total = 0
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         Mk = hi * P
-        per_step = (14 * L + 2) * P * S * Mk + 2 * S * Mk  # + h¹ and w (vector products)
+        per_step = (14 * L + 3) * P * S * Mk + S * Mk  # + w (a vector product)
         per_step += 4 * L * P * Mk * Mk  # rows times whitening factors
         total += (hi - lo) * per_step
     return total

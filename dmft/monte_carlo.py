@@ -42,7 +42,7 @@ response term's product with φ̂ˡ. The raw trajectories of the hidden layers a
 nor stored; both differ from the sample averages only by the directions the whitening drops
 (measured: 4e-16 relative in the loss, float64 ReLU).
 
-Cost per step: 14L + 2 products of an S × Mk site array with P columns, (14L + 2)·S·P·Mk
+Cost per step: 14L + 3 products of an S × Mk site array with P columns, (14L + 3)·S·P·Mk
 multiply-adds (Mk ≤ M = (T+1)·P the columns of the current time segment), plus 2L products of a
 P × Mk row with an Mk × Mk factor; about 9·L·S·P²·(T+1)² for a solve with the default four
 segments. With P columns per element read these products are bound by memory bandwidth, not
