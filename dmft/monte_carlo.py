@@ -27,6 +27,12 @@ mean cut the noise: the fields are centred, and since φ(hˡ(s)) does not depend
 gˡ⁺¹(s−1) on ζ(s), ``E[(φ(hˡ(t)) − φ(hˡ(s))) ξ(s)]`` and ``E[(gˡ⁺¹(t) − gˡ⁺¹(s−1)) ζ(s)]`` are
 averaged instead.
 
+Moment matching: each time's innovations ζ(t), ξ(t) per layer (and u⁰, w₀) are centred and
+whitened over the sites before the march, so their sample moments up to the second are exact
+(``_moment_match``); the averages then lose the linear and quadratic parts of their sampling
+error. The variance of a ReLU loss falls 2–5× (more at early times, where the fields are closer
+to their Gaussian sources).
+
 The matrices Aˡ, Bˡ themselves are not returned: only their action on the trajectories is
 identifiable from samples. The sources are nearly degenerate in time (in a one-point linear case
 the innovation scale falls 1.2, 0.14, 0.007, 3e-4 over four steps), so A = E[F ξᵀ]·F_r⁻¹ amplifies
@@ -62,6 +68,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -82,14 +89,14 @@ def memory_bytes(*, depth: int, steps: int, n_points: int, samples: int, itemsiz
     """Bytes held by one replica of ``solve_mc``."""
     M = (steps + 1) * n_points
     L, Pt = depth, n_points
-    # The peak comes while the 2L·S·M Gaussian innovations are drawn and split into the
-    # segments' pieces: with XLA's threefry temporaries the program holds about (11.5L + 1)·S·M
-    # numbers then. Calibrated on the peak resident set of three solves (L = 4, 8, 16), 0.88
-    # of the (13L + 1) that held before the split; XLA's `memory_analysis` of `solve_mc` alone
-    # drops by the same factor, 11.0 -> 9.5 S·M per layer, for L = 2…16, P = 2…16, T = 10…100.
+    # The peak comes while the 2L·S·M Gaussian innovations are drawn, moment-matched and split
+    # into the segments' pieces: with XLA's threefry temporaries the program holds about
+    # (12.75L + 0.5)·S·M numbers then. Calibrated on the peak resident set of five solves
+    # (L = 4, 8, 8, 12, 24; P = 4…16, T = 20…30): 12.6–12.7 S·M per layer; a sixth (P = 8,
+    # L = 16, T = 40) peaked lower, at 9.6. Before the moment matching it was (11.5L + 1).
     # The march holds less: (4L+2)·S·M site numbers and 2(2L+1)·M² kernel and factor numbers,
     # twice across a segment boundary, and S·M temporaries.
-    draw = (23 * L + 2) * samples * M // 2
+    draw = (51 * L + 2) * samples * M // 4
     march = 2 * (4 * L + 2) * samples * M + 4 * samples * M + 4 * (2 * L + 1) * M * M
     return itemsize * (max(draw, march) + 2 * L * Pt * M)
 
@@ -97,6 +104,29 @@ def memory_bytes(*, depth: int, steps: int, n_points: int, samples: int, itemsiz
 def _sym_sqrt(K):
     lam, V = jnp.linalg.eigh(K)
     return (V * jnp.sqrt(jnp.clip(lam, 0.0))) @ V.T
+
+
+def _moment_match(*zs):
+    """Normals z (B, n, S, P), sites on axis 2, made to have sample mean zero and sample
+    covariance exactly the identity over the sites, in each of the B·n blocks of P.
+
+    Moment matching: the site averages then reproduce the first two moments of the sources
+    exactly, which removes the linear and quadratic parts of the sampling error (for a ReLU
+    kernel E[φ(u)φ(u')] most of it). Blocks are whitened by the inverse Cholesky factor
+    (lower triangular, so within a block the order of the points is kept). Several arrays go
+    through one batched factorization: two factorizations running at once deadlocked XLA:CPU.
+    """
+    S = zs[0].shape[2]
+    zs = [z - jnp.mean(z, axis=2, keepdims=True) for z in zs]
+    covs = [jnp.einsum("bnsp,bnsq->bnpq", z, z) / S for z in zs]
+    chol = jnp.linalg.cholesky(jnp.concatenate(covs))
+    eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=chol.dtype), chol.shape)
+    inv = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    out, start = [], 0
+    for z in zs:
+        out.append(jnp.einsum("bnsp,bnqp->bnsq", z, inv[start : start + z.shape[0]]))
+        start += z.shape[0]
+    return out
 
 
 def _mean_outer(a, B):
@@ -147,6 +177,7 @@ def solve_mc(
     progress=False,
     mesh=None,
     time_ids=None,
+    moment_match=True,
 ):
     """Time-march the Monte Carlo DMFT with ``samples`` sites (see module docstring).
 
@@ -171,6 +202,10 @@ def solve_mc(
             drawn from ``fold_in(key, time_ids[t])``, so two solves with the same key share
             their sources at every time they name alike (common random numbers: a flow solved
             on two grids then differs by its step error, not by independent sampling noise).
+        moment_match: make each time's innovations (and the initial sources u⁰, w₀) have sample
+            mean zero and sample covariance the identity over the sites (``_moment_match``):
+            the same estimator with a smaller Monte Carlo error. Each time's block is matched
+            on its own, so solves sharing ``time_ids`` still share their sources there.
 
     Returns:
         dict with f (T+1, Pt), Phi (L+1, M, M), G (L+1, M, M), H (L+1, T+1, Pt, Pt) equal-time
@@ -198,15 +233,26 @@ def solve_mc(
     # Site arrays are stored with the sites last: a field is (Pt, S), a trajectory (M, S).
     # XLA:CPU runs both kinds of products faster in this layout (see the module docstring).
     k0, kw, ku, kr = jax.random.split(key, 4)
-    u0 = on_sites(_sym_sqrt(Kx) @ jax.random.normal(k0, (S, Pt), dt).T)
-    w0 = on_sites(jax.random.normal(kw, (S,), dt))
+    base = jnp.concatenate(
+        [jax.random.normal(k0, (S, Pt), dt), jax.random.normal(kw, (S, 1), dt)], axis=1
+    )
+    if moment_match:
+        base = _moment_match(on_sites(base[None, None], 2))[0][0, 0]
+    u0 = on_sites(_sym_sqrt(Kx) @ base[:, :Pt].T)
+    w0 = on_sites(base[:, Pt])
 
-    def innovations(k):
+    def innovations(k):  # (L, T+1, S, Pt)
         if time_ids is None:
-            return on_sites(jax.random.normal(k, (L, S, M), dt), 1)
+            return on_sites(jax.random.normal(k, (L, T + 1, S, Pt), dt), 2)
         draw = lambda i: jax.random.normal(jax.random.fold_in(k, i), (L, S, Pt), dt)  # noqa: E731
         z = jax.vmap(draw)(jnp.asarray(time_ids))  # (T+1, L, S, Pt)
-        return on_sites(jnp.moveaxis(z, 0, 2).reshape(L, S, M), 1)
+        return on_sites(jnp.swapaxes(z, 0, 1), 2)
+
+    def sources():  # ζ and ξ, (L, T+1, S, Pt) each, moment-matched together
+        zs = innovations(ku), innovations(kr)
+        if moment_match:
+            zs = _moment_match(*zs)
+        return [on_sites(z, 2) for z in zs]
 
     # The march is compiled in segments, each on arrays cut to the times reached so far. The
     # innovations are split once into the columns each segment adds ("pieces"), transposed to
@@ -218,12 +264,18 @@ def solve_mc(
 
     unroll = L <= UNROLL_LAYERS
 
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def piece(z, lo, hi):  # times lo..hi of (..., T+1, S, Pt) as (..., (hi-lo)·Pt, S)
+        z = jnp.swapaxes(z[..., lo:hi, :, :], -1, -2)
+        return on_sites(z.reshape(*z.shape[:-3], (hi - lo) * Pt, S))
+
     def pieces(z):  # per layer a tuple of (w, S) pieces if unrolled, else per piece (L, w, S)
         if unroll:
-            return tuple(tuple(on_sites(z[l, :, a:c].T) for a, c in cols) for l in range(L))
-        return tuple(on_sites(jnp.swapaxes(z[..., a:c], 1, 2)) for a, c in cols)
+            return tuple(tuple(piece(z[l], lo, hi) for lo, hi in spans) for l in range(L))
+        return tuple(piece(z, lo, hi) for lo, hi in spans)
 
-    zu, zr = pieces(innovations(ku)), pieces(innovations(kr))
+    zu, zr = (pieces(z) for z in sources())
 
     def centred(a):
         return a - jnp.mean(a, axis=-1, keepdims=True)

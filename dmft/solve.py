@@ -104,6 +104,7 @@ _MC_STATIC = (
     "responses",
     "progress",
     "mesh",
+    "moment_match",
 )
 # one replica at a time, for a checkpointed solve that saves each finished replica
 _monte_carlo_replica = jax.jit(_mc_replica, static_argnames=_MC_STATIC)
