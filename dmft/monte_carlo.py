@@ -30,8 +30,8 @@ averaged instead.
 Moment matching: each time's innovations ζ(t), ξ(t) per layer (and u⁰, w₀) are centred and
 whitened over the sites before the march, so their sample moments up to the second are exact
 (``_moment_match``); the averages then lose the linear and quadratic parts of their sampling
-error. The variance of a ReLU loss falls 2–5× (more at early times, where the fields are closer
-to their Gaussian sources).
+error. The variance of a rich ReLU loss falls about 6× at the first step and 1–3× at the
+last (measured: docs/solver.md); early, the fields are still close to their Gaussian sources.
 
 The matrices Aˡ, Bˡ themselves are not returned: only their action on the trajectories is
 identifiable from samples. The sources are nearly degenerate in time (in a one-point linear case
