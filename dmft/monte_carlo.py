@@ -260,11 +260,10 @@ def solve_mc(
     # segment copies a wider cut of them.
     n_seg = min(segments, T + 1)
     bounds = [round((T + 1) * k / n_seg) for k in range(n_seg + 1)]
-    cols = [(lo * Pt, hi * Pt) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))  # each segment's times lo..hi
+    cols = [(lo * Pt, hi * Pt) for lo, hi in spans]
 
     unroll = L <= UNROLL_LAYERS
-
-    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
 
     def piece(z, lo, hi):  # times lo..hi of (..., T+1, S, Pt) as (..., (hi-lo)·Pt, S)
         z = jnp.swapaxes(z[..., lo:hi, :, :], -1, -2)
@@ -474,7 +473,7 @@ def solve_mc(
 
     # Segments of the march, each with its own (cut) array width.
     st = dict(state)
-    for seg, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for seg, (lo, hi) in enumerate(spans):
         # the arrays go straight from one segment's width to the next: one copy at a boundary
         Mk = hi * Pt
         for k in ("phL", "g1", "phw", "ggw"):  # (·, M, S)
