@@ -146,6 +146,7 @@ SOLVE_FLAGS = [
     ("method", str, "'auto', 'exact' (linear) or 'monte-carlo'"),
     ("samples", int, "Monte Carlo sites per replica"),
     ("replicas", int, "independent Monte Carlo replicas (>= 2)"),
+    ("sampling", str, "Monte Carlo sources: 'sobol' (scrambled Sobol' points) or 'random'"),
     ("tol", float, "largest accepted relative Monte Carlo error of the loss"),
     ("devices", int, "spread the Monte Carlo sites over the first n local devices (default: all)"),
     ("depths", "ints", "depth ladder for depth=inf, comma separated, e.g. 4,8,16,32"),

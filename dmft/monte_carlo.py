@@ -33,6 +33,14 @@ whitened over the sites before the march, so their sample moments up to the seco
 error. The variance of a rich ReLU loss falls about 6× at the first step and 1–3× at the
 last (measured: docs/solver.md); early, the fields are still close to their Gaussian sources.
 
+Sobol' sources (``sampling="sobol"``, the default): the normals behind u⁰, w₀ and every
+innovation are the coordinates of one scrambled Sobol' point per site, in time order
+(``dmft.sobol``), instead of independent draws. Each replica scrambles afresh, so each source is
+still exactly standard normal and the replicas are independent (randomized quasi-Monte Carlo);
+the moment matching above is applied on top. The points are made on the device (per number,
+one XOR per binary digit of the site index and an inverse normal CDF). Measured gains and
+costs: docs/solver.md.
+
 The matrices Aˡ, Bˡ themselves are not returned: only their action on the trajectories is
 identifiable from samples. The sources are nearly degenerate in time (in a one-point linear case
 the innovation scale falls 1.2, 0.14, 0.007, 3e-4 over four steps), so A = E[F ξᵀ]·F_r⁻¹ amplifies
@@ -72,6 +80,7 @@ import jax.scipy.linalg
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from dmft import sobol
 from dmft.linear_closure import momentum_weights
 from dmft.progress import tick
 
@@ -129,6 +138,29 @@ def _moment_match(*zs):
     return out
 
 
+def _sobol_sources(key, ids, S, L, T, Pt, dt, on_sites):
+    """Sources from one scrambled Sobol' sequence: dimensions u⁰ (Pt) and w₀ (1) first, then
+    time by time ζ and ξ of every layer (2·L·Pt), as many times as the table holds (n_q).
+
+    Returns base (S, Pt + 1) and the innovations (2, L, n_q, S, Pt); time t's scramble comes
+    from ``fold_in(key, ids[t])``, so solves sharing ids share those times' sources."""
+    per_t = 2 * L * Pt
+    n_q = min(T + 1, (sobol.MAX_DIMS - Pt - 1) // per_t)
+    bits = sobol.bits_for(S)
+    v = jnp.asarray(sobol.directions(Pt + 1 + n_q * per_t, bits))
+    site = on_sites(jnp.arange(S, dtype=jnp.uint32))
+    w, shift = sobol.scramble(v[: Pt + 1], jax.random.fold_in(key, 2**31))
+    base = on_sites(sobol.normals(w, shift, site[:, None], dt), 0)
+    v_t = v[Pt + 1 :].reshape(n_q, 2, L, Pt, bits)
+    w, shift = jax.vmap(lambda i, vt: sobol.scramble(vt, jax.random.fold_in(key, i)))(
+        ids[:n_q], v_t
+    )
+    w = jnp.moveaxis(w, 0, 2)[:, :, :, None]  # (2, L, n_q, 1, Pt, bits)
+    shift = jnp.moveaxis(shift, 0, 2)[:, :, :, None]  # (2, L, n_q, 1, Pt)
+    z = sobol.normals(w, shift, site.reshape(1, 1, 1, S, 1), dt)
+    return base, on_sites(z, 3)
+
+
 def _mean_outer(a, B):
     """E[a Bᵀ] over the sites of a (Pt, S) and B (M, S): (Pt, M)."""
     return lax.optimization_barrier(B @ a.T).T / a.shape[-1]
@@ -178,6 +210,7 @@ def solve_mc(
     mesh=None,
     time_ids=None,
     moment_match=True,
+    sampling="sobol",
 ):
     """Time-march the Monte Carlo DMFT with ``samples`` sites (see module docstring).
 
@@ -206,6 +239,8 @@ def solve_mc(
             mean zero and sample covariance the identity over the sites (``_moment_match``):
             the same estimator with a smaller Monte Carlo error. Each time's block is matched
             on its own, so solves sharing ``time_ids`` still share their sources there.
+        sampling: "sobol" (scrambled Sobol' points, ``dmft.sobol``: randomized quasi-Monte
+            Carlo) or "random" (independent pseudo-random normals).
 
     Returns:
         dict with f (T+1, Pt), Phi (L+1, M, M), G (L+1, M, M), H (L+1, T+1, Pt, Pt) equal-time
@@ -233,23 +268,34 @@ def solve_mc(
     # Site arrays are stored with the sites last: a field is (Pt, S), a trajectory (M, S).
     # XLA:CPU runs both kinds of products faster in this layout (see the module docstring).
     k0, kw, ku, kr = jax.random.split(key, 4)
-    base = jnp.concatenate(
-        [jax.random.normal(k0, (S, Pt), dt), jax.random.normal(kw, (S, 1), dt)], axis=1
-    )
+    ids = jnp.arange(T + 1) if time_ids is None else jnp.asarray(time_ids)
+    if sampling == "sobol":
+        base, z_sobol = _sobol_sources(kw, ids, S, L, T, Pt, dt, on_sites)
+    else:
+        base = jnp.concatenate(
+            [jax.random.normal(k0, (S, Pt), dt), jax.random.normal(kw, (S, 1), dt)], axis=1
+        )
     if moment_match:
         base = _moment_match(on_sites(base[None, None], 2))[0][0, 0]
     u0 = on_sites(_sym_sqrt(Kx) @ base[:, :Pt].T)
     w0 = on_sites(base[:, Pt])
 
-    def innovations(k):  # (L, T+1, S, Pt)
-        if time_ids is None:
+    def innovations(k, first=0):  # times first..T: (L, T+1-first, S, Pt)
+        if time_ids is None and first == 0:
             return on_sites(jax.random.normal(k, (L, T + 1, S, Pt), dt), 2)
         draw = lambda i: jax.random.normal(jax.random.fold_in(k, i), (L, S, Pt), dt)  # noqa: E731
-        z = jax.vmap(draw)(jnp.asarray(time_ids))  # (T+1, L, S, Pt)
+        z = jax.vmap(draw)(ids[first:])  # (T+1-first, L, S, Pt)
         return on_sites(jnp.swapaxes(z, 0, 1), 2)
 
     def sources():  # ζ and ξ, (L, T+1, S, Pt) each, moment-matched together
-        zs = innovations(ku), innovations(kr)
+        if sampling == "sobol":
+            n_q = z_sobol.shape[2]  # times with Sobol' dimensions; the rest pseudo-random
+            zs = tuple(
+                z if n_q == T + 1 else jnp.concatenate([z, innovations(k, n_q)], axis=1)
+                for z, k in zip(z_sobol, (ku, kr), strict=True)
+            )
+        else:
+            zs = innovations(ku), innovations(kr)
         if moment_match:
             zs = _moment_match(*zs)
         return [on_sites(z, 2) for z in zs]

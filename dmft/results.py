@@ -321,7 +321,7 @@ class Solution(Saveable):
             return (
                 f"not converged: the Monte Carlo error of the loss reaches {100 * worst:.3g}% of "
                 f"the loss, above `tol` = {self.config.get('tol')}; raise `samples` (now "
-                f"{self.config.get('samples')}; the error falls as samples^-1/2) or `replicas`, "
+                f"{self.config.get('samples')}; the error falls as samples^-1/2 or faster) or `replicas`, "
                 "or loosen `tol`"
                 + (
                     "; an error far above the samples^-1/2 trend can be float32 rounding of large "

@@ -53,14 +53,15 @@ def test_flow_converges_at_its_design_order(order):
     assert np.all(np.abs(slopes - order) < 0.25), slopes
 
 
-def test_monte_carlo_flow_grids_share_their_sources():
+@pytest.mark.parametrize("sampling", ["sobol", "random"])
+def test_monte_carlo_flow_grids_share_their_sources(sampling):
     """A Monte Carlo flow draws each time's innovation by its step index, so two grids with the
     same seed share their first innovations: at τ = 0 the fields, hence every kernel, are the
     same draws (equal to rounding), while another seed or a discrete-time solve of the same
     size draws others. This is what lets the flow's order be measured through sampling noise."""
     X, y = np.random.default_rng(0).normal(size=(2, 3)), np.array([1.0, -1.0])
     kw = dict(depth=2, activation="relu", dynamics="flow", t_max=1.0, flow_order=1)
-    kw.update(samples=512, replicas=2, throw=False)
+    kw.update(samples=512, replicas=2, sampling=sampling, throw=False)
     a = dmft.solve_dmft(X, y, steps=4, **kw)
     b = dmft.solve_dmft(X, y, steps=8, **kw)
     other = dmft.solve_dmft(X, y, steps=4, seed=1, **kw)

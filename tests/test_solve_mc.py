@@ -154,7 +154,7 @@ def test_moment_matching_cuts_the_monte_carlo_error(data, monkeypatch):
 
     X, y = data
     kw = dict(depth=2, activation="relu", gamma0=1.0, eta0=0.5, steps=7, samples=1024,
-              replicas=24, throw=False, progress=False)  # fmt: skip
+              replicas=24, sampling="random", throw=False, progress=False)  # fmt: skip
     jax.clear_caches()
     matched = dmft.solve_dmft(X, y, **kw)
     plain_mc = functools.partial(monte_carlo.solve_mc, moment_match=False)
