@@ -1,6 +1,8 @@
-"""Monte Carlo error of ``solve_dmft`` against the number of sites S: it must fall as S^−1/2.
+"""Monte Carlo error of ``solve_dmft`` against the number of sites S.
 
-Two measurements, each a least-squares slope of log(error) on log(S):
+With pseudo-random sources (``sampling="random"``) it must fall as S^−1/2; with the default
+Sobol' sources (randomized quasi-Monte Carlo) it may fall faster, and the script reports how
+fast. For each sampling, two measurements, each a least-squares slope of log(error) on log(S):
 
 - linear network, one point, L = 4, γ₀ = 1: the root-mean-square deviation of the Monte Carlo
   loss from the exact linear path, over independent seeds (truth known, so bias would show);
@@ -8,13 +10,15 @@ Two measurements, each a least-squares slope of log(error) on log(S):
 
 Both at the last step and averaged over steps 1..T (root mean square over steps).
 
-    python benchmarks/mc_error_scaling.py            # S = 1k … 16k, 24 seeds (about 10 min)
+    python benchmarks/mc_error_scaling.py            # S = 1k … 16k, 24 seeds (about 20 min)
+    python benchmarks/mc_error_scaling.py --sampling sobol   # one of the two
     python benchmarks/mc_error_scaling.py --quick
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import jax
 import numpy as np
@@ -32,6 +36,8 @@ def slope(S, err):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sampling", choices=("random", "sobol"), action="append",
+                    help="the sources measured (repeatable; default both)")  # fmt: skip
     ap.add_argument("--out", default="benchmarks/results/mc_error_scaling.json")
     args = ap.parse_args()
     sizes = [1024, 4096] if args.quick else [1024, 2048, 4096, 8192, 16384]
@@ -46,14 +52,23 @@ def main():
     y = np.sign(X[:, 0])
     relu = dict(depth=4, activation="relu", gamma0=1.0, eta0=0.5, steps=T)
 
-    out = dict(sizes=sizes, seeds=seeds, steps=T, linear={}, relu={})
-    for name, (data, kw, ref) in dict(linear=(one, lin, exact), relu=((X, y), relu, None)).items():
+    samplings = args.sampling or ["random", "sobol"]
+    out = dict(sizes=sizes, seeds=seeds, steps=T)
+    cases = dict(linear=(one, lin, exact), relu=((X, y), relu, None))
+    for sampling, (name, (data, kw, ref)) in itertools.product(samplings, cases.items()):
         last, avg, reported = [], [], []
         for S in sizes:
             losses, errs = [], []
             for seed in range(seeds):
                 sol = dmft.solve_dmft(
-                    *data, method="monte-carlo", samples=S, replicas=4, seed=seed, throw=False, **kw
+                    *data,
+                    method="monte-carlo",
+                    samples=S,
+                    replicas=4,
+                    seed=seed,
+                    sampling=sampling,
+                    throw=False,
+                    **kw,
                 )
                 losses.append(np.asarray(sol.loss))
                 errs.append(np.asarray(sol.loss_error))
@@ -65,9 +80,11 @@ def main():
             avg.append(np.sqrt(np.mean(rms**2)))
             reported.append(np.mean(np.array(errs)[:, -1]))
             print(
-                f"{name:6s} S={S:6d}  rms(last)={rms[-1]:.3e}  rms(all)={avg[-1]:.3e}", flush=True
+                f"{sampling:6s} {name:6s} S={S:6d}  rms(last)={rms[-1]:.3e}  "
+                f"rms(all)={avg[-1]:.3e}",
+                flush=True,
             )
-        out[name] = dict(
+        out[f"{name}_{sampling}"] = res = dict(
             rms_last=last,
             rms_all=avg,
             reported_last=reported,
@@ -76,8 +93,8 @@ def main():
             slope_reported=slope(sizes, reported),
         )
         print(
-            f"{name}: slope last {out[name]['slope_last']:.3f}, all steps "
-            f"{out[name]['slope_all']:.3f}, reported error {out[name]['slope_reported']:.3f}"
+            f"{sampling} {name}: slope last {res['slope_last']:.3f}, all steps "
+            f"{res['slope_all']:.3f}, reported error {res['slope_reported']:.3f}"
         )
     write_json(args.out, out)
     print("wrote", args.out)

@@ -67,6 +67,13 @@ def main():
             "--figure",
             os.path.join(results, f"convergence_linear{suffix}.png"),
         ],
+        ["bench_solve_vs_networks.py", *quick],  # --quick writes nothing
+        [
+            "mc_error_scaling.py",
+            *quick,
+            "--out",
+            os.path.join(results, f"mc_error_scaling{suffix}.json"),
+        ],
         [
             "validate_convergence.py",
             *quick,
