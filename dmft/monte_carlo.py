@@ -103,6 +103,7 @@ def memory_bytes(*, depth: int, steps: int, n_points: int, samples: int, itemsiz
     # (12.75L + 0.5)·S·M numbers then. Calibrated on the peak resident set of five solves
     # (L = 4, 8, 8, 12, 24; P = 4…16, T = 20…30): 12.6–12.7 S·M per layer; a sixth (P = 8,
     # L = 16, T = 40) peaked lower, at 9.6. Before the moment matching it was (11.5L + 1).
+    # With the Sobol' sources the benchmark's three sizes peak at 0.99 of it again.
     # The march holds less: (4L+2)·S·M site numbers and 2(2L+1)·M² kernel and factor numbers,
     # twice across a segment boundary, and S·M temporaries.
     draw = (51 * L + 2) * samples * M // 4
