@@ -212,6 +212,8 @@ def solve_mc(
     time_ids=None,
     moment_match=True,
     sampling="sobol",
+    innovations=None,
+    return_factors=False,
 ):
     """Time-march the Monte Carlo DMFT with ``samples`` sites (see module docstring).
 
@@ -242,6 +244,11 @@ def solve_mc(
             on its own, so solves sharing ``time_ids`` still share their sources there.
         sampling: "sobol" (scrambled Sobol' points, ``dmft.sobol``: randomized quasi-Monte
             Carlo) or "random" (independent pseudo-random normals).
+        innovations: None, or the pair (ζ, ξ) of (L, T+1, S, Pt) standard normals to use as the
+            innovations of the sources uˡ and rˡ instead of drawing them (u⁰ and w₀ are still
+            drawn from ``key``); e.g. from ``coarse_innovations``.
+        return_factors: also return the factors Fp, Fg (L, M, M) with uˡ = Fpˡ ζˡ and
+            rˡ = Fgˡ ξˡ on the grid, and the innovations zu, zr used.
 
     Returns:
         dict with f (T+1, Pt), Phi (L+1, M, M), G (L+1, M, M), H (L+1, T+1, Pt, Pt) equal-time
@@ -281,7 +288,7 @@ def solve_mc(
     u0 = on_sites(_sym_sqrt(Kx) @ base[:, :Pt].T)
     w0 = on_sites(base[:, Pt])
 
-    def innovations(k, first=0):  # times first..T: (L, T+1-first, S, Pt)
+    def pseudo_random(k, first=0):  # times first..T: (L, T+1-first, S, Pt)
         if time_ids is None and first == 0:
             return on_sites(jax.random.normal(k, (L, T + 1, S, Pt), dt), 2)
         draw = lambda i: jax.random.normal(jax.random.fold_in(k, i), (L, S, Pt), dt)  # noqa: E731
@@ -292,11 +299,11 @@ def solve_mc(
         if sampling == "sobol":
             n_q = z_sobol.shape[2]  # times with Sobol' dimensions; the rest pseudo-random
             zs = tuple(
-                z if n_q == T + 1 else jnp.concatenate([z, innovations(k, n_q)], axis=1)
+                z if n_q == T + 1 else jnp.concatenate([z, pseudo_random(k, n_q)], axis=1)
                 for z, k in zip(z_sobol, (ku, kr), strict=True)
             )
         else:
-            zs = innovations(ku), innovations(kr)
+            zs = pseudo_random(ku), pseudo_random(kr)
         if moment_match:
             zs = _moment_match(*zs)
         return [on_sites(z, 2) for z in zs]
@@ -321,7 +328,8 @@ def solve_mc(
             return tuple(tuple(piece(z[l], lo, hi) for lo, hi in spans) for l in range(L))
         return tuple(piece(z, lo, hi) for lo, hi in spans)
 
-    zu, zr = (pieces(z) for z in sources())
+    used = sources() if innovations is None else [on_sites(z, 2) for z in innovations]
+    zu, zr = (pieces(z) for z in used)
 
     def centred(a):
         return a - jnp.mean(a, axis=-1, keepdims=True)
@@ -532,4 +540,58 @@ def solve_mc(
         st.update(phL=on_sites(st["phL"]), g1=on_sites(st["g1"]))
         st.update(phw=per_layer(st["phw"]), ggw=per_layer(st["ggw"]))
         st = lax.fori_loop(lo, hi, make_step(seg), st)
-    return {"f": st["f"], "Phi": st["Phi"], "G": st["G"], "H": st["H"]}
+    out = {"f": st["f"], "Phi": st["Phi"], "G": st["G"], "H": st["H"]}
+    if return_factors:
+        out.update(Fp=st["Fp"], Fg=st["Fg"], zu=used[0], zr=used[1])
+    return out
+
+
+def coarse_innovations(F, z, stride, n_points):
+    """Innovations that make a grid ``stride`` times coarser share one solve's source paths.
+
+    A solve on the fine grid draws a source as u = F ζ (``solve_mc(..., return_factors=True)``
+    gives F and ζ). Its values at every ``stride``-th time are then u_c = F_c ζ, with F_c those
+    rows of F; a block Gram–Schmidt of F_c's rows, in time order and normalized within each
+    time's block by the symmetric square root as ``solve_mc`` does, writes them as
+    u_c = T Q ζ with T block lower triangular and Q with orthonormal rows. The coarse grid's
+    innovations are Qζ, each standard normal like ζ, and a solve on the coarse grid driven by
+    them draws its sources along the fine solve's paths, off by only as much as the two grids'
+    kernels differ. Solves on several grids coupled this way differ mostly by their step
+    errors, which is what lets the order of the time discretization be measured with sampled
+    sites (``benchmarks/flow_depth_orders.py``). Two limits, measured (docs/flow_and_depth.md):
+    what is left of the sampling noise is each site's own step error, which for ReLU (φ' jumps,
+    so the backward fields and the sources rˡ are rough in time) falls far more slowly than
+    dτ; and the coarse innovations, mixtures of many of the fine grid's Sobol' coordinates, no
+    longer have the smaller finite-sample bias of Sobol' points: late in a rich ReLU flow the
+    coupled solves differ from the default solve by a few per cent at 16 384 sites, as solves
+    with pseudo-random sources do.
+
+    Args:
+        F: (L, M, M) factors on the fine grid, M = (T+1)·n_points.
+        z: (L, T+1, S, n_points) the fine grid's innovations.
+        stride: keep every stride-th time (T must be a multiple of it).
+        n_points: points per time.
+
+    Returns:
+        (L, T/stride + 1, S, n_points) innovations for the coarse grid.
+    """
+    Pt = n_points
+    T1, S = z.shape[1:3]
+    times = jnp.arange(0, T1, stride)
+    rows = (times[:, None] * Pt + jnp.arange(Pt)[None]).reshape(-1)
+
+    def one(F, z):
+        # Fc = Dᵀ Qᵀ by QR of Fcᵀ (D upper triangular); Dᵀ's diagonal blocks are then rotated
+        # to the symmetric root: a block B = W Σ Vᵀ (SVD) is sq·(W Vᵀ) with sq = W Σ Wᵀ
+        Q, D = jnp.linalg.qr(F[rows].T)
+        n_t = times.shape[0]
+        blocks = jnp.swapaxes(
+            D.reshape(n_t, Pt, n_t, Pt)[jnp.arange(n_t), :, jnp.arange(n_t)], 1, 2
+        )
+        W, _, Vt = jnp.linalg.svd(blocks)
+        rot = W @ Vt  # (n_t, Pt, Pt)
+        q = jnp.einsum("kab,kbm->kam", rot, Q.T.reshape(n_t, Pt, -1))  # (n_t, Pt, M)
+        zf = jnp.swapaxes(z, 1, 2).reshape(T1 * Pt, S)  # (M, S), row t·Pt + p
+        return jnp.swapaxes((q.reshape(n_t * Pt, -1) @ zf).reshape(n_t, Pt, S), 1, 2)
+
+    return jax.vmap(one)(F, z)
