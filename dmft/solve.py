@@ -847,10 +847,10 @@ def _flow_time_ids(steps):
     their first n + 1 innovations (common random numbers). The sources are smooth in τ, and
     their k-th innovation plays the same part on every grid (value, slope, curvature, …, each
     much smaller than the last), so the grids' sampling noise largely cancels in their
-    difference, which is then their step error: this is what makes the flow's Richardson
-    combination and its order measurable with sampled sites. Measured (ReLU, P = 1, L = 2,
-    τ ≤ 2, 16 384 sites × 2 replicas): the first-order errors against 256 steps fall with slope
-    1.15 between 8 and 64 steps while one solve's standard error (4e-3) exceeds them."""
+    difference, which is then mostly their step error. Measured (ReLU, P = 1, L = 2, τ ≤ 2,
+    16 384 sites × 2 replicas): the first-order errors against 256 steps fall with slope 1.15
+    between 8 and 64 steps while one solve's standard error (4e-3) exceeds them. A tighter
+    coupling, for measuring orders, is ``dmft.monte_carlo.coarse_innovations``."""
     return np.arange(steps + 1)
 
 
