@@ -93,8 +93,8 @@ def relu_flow_order(quick):
 
     The loss falls by seven decades over τ ≤ 2, so the errors are reported relative to the loss
     at each time (absolute ones too): the absolute maxima sit in the first steps, where the
-    sources' roughness (ReLU's φ' jumps, so the backward fields do) leaves grid-to-grid noise of
-    order √dτ that no coupling removes, while the relative errors peak late, where the
+    sources' roughness (ReLU's φ' jumps, so the backward fields do) leaves grid-to-grid noise
+    that falls far more slowly than dτ, while the relative errors peak late, where the
     differences are far above that noise. A check compares the coupled order-2 losses on the
     two coarsest grids with ``solve_dmft``'s own (independent sources) at the same size; the
     coupled grids' finite-sample bias shows there at the latest times (``coarse_innovations``).
@@ -170,7 +170,7 @@ def relu_flow_order(quick):
                   "±", np.round(row[kind]["sem_at_max"], 8).tolist(), "slopes",
                   np.round(row[kind]["slope_per_halving"], 2).tolist(), flush=True)  # fmt: skip
         out[name] = row
-    # the coupled grids have the solver's expectation: compare with solve_dmft at two sizes
+    # the coupled grids against solve_dmft's own solves at the two coarsest sizes
     check = []
     for i, n in enumerate(grid[:2]):
         sol = dmft.solve_dmft(*ONE, depth=depth, activation="relu", gamma0=gamma0, dynamics="flow",
