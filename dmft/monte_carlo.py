@@ -139,12 +139,13 @@ def _moment_match(*zs):
     return out
 
 
-def _sobol_sources(key, ids, S, L, T, Pt, dt, on_sites):
+def _sobol_sources(key, ids, S, L, T, Pt, dt, on_sites, innovations=True):
     """Sources from one scrambled Sobol' sequence: dimensions u⁰ (Pt) and w₀ (1) first, then
     time by time ζ and ξ of every layer (2·L·Pt), as many times as the table holds (n_q).
 
-    Returns base (S, Pt + 1) and the innovations (2, L, n_q, S, Pt); time t's scramble comes
-    from ``fold_in(key, ids[t])``, so solves sharing ids share those times' sources."""
+    Returns base (S, Pt + 1) and the innovations (2, L, n_q, S, Pt), or None for them when
+    ``innovations`` is False (the caller brings its own); time t's scramble comes from
+    ``fold_in(key, ids[t])``, so solves sharing ids share those times' sources."""
     per_t = 2 * L * Pt
     n_q = min(T + 1, (sobol.MAX_DIMS - Pt - 1) // per_t)
     bits = sobol.bits_for(S)
@@ -152,6 +153,8 @@ def _sobol_sources(key, ids, S, L, T, Pt, dt, on_sites):
     site = on_sites(jnp.arange(S, dtype=jnp.uint32))
     w, shift = sobol.scramble(v[: Pt + 1], jax.random.fold_in(key, 2**31))
     base = on_sites(sobol.normals(w, shift, site[:, None], dt), 0)
+    if not innovations:
+        return base, None
     v_t = v[Pt + 1 :].reshape(n_q, 2, L, Pt, bits)
     w, shift = jax.vmap(lambda i, vt: sobol.scramble(vt, jax.random.fold_in(key, i)))(
         ids[:n_q], v_t
@@ -278,7 +281,10 @@ def solve_mc(
     k0, kw, ku, kr = jax.random.split(key, 4)
     ids = jnp.arange(T + 1) if time_ids is None else jnp.asarray(time_ids)
     if sampling == "sobol":
-        base, z_sobol = _sobol_sources(kw, ids, S, L, T, Pt, dt, on_sites)
+        # with given innovations only u⁰ and w₀ are drawn (same points as without)
+        base, z_sobol = _sobol_sources(
+            kw, ids, S, L, T, Pt, dt, on_sites, innovations=innovations is None
+        )
     else:
         base = jnp.concatenate(
             [jax.random.normal(k0, (S, Pt), dt), jax.random.normal(kw, (S, 1), dt)], axis=1
