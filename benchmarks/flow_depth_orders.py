@@ -28,6 +28,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 
 import jax
 
@@ -77,71 +78,103 @@ def flow_order(quick):
     return out
 
 
-def relu_flow_order(quick):
+def _successive(diffs, scale, times):
+    """Seed-averaged successive differences (seeds, levels, times τ > 0) summarized per level:
+    the mean and standard error at each τ, the maximum over τ with its standard error and z,
+    and log2 of the ratio of successive maxima (slope per halving), absolute and relative to
+    ``scale`` (the loss at each τ)."""
+    d = np.asarray(diffs)[:, :, 1:]
+    seeds = d.shape[0]
+    row = {}
+    for kind, x in (("relative", d / scale[1:]), ("absolute", d)):
+        mean = x.mean(0)
+        sem = x.std(0, ddof=1) / np.sqrt(seeds) if seeds > 1 else np.zeros_like(mean)
+        worst, k = np.abs(mean).max(1), np.abs(mean).argmax(1)
+        at = sem[np.arange(len(k)), k]
+        row[kind] = dict(
+            mean_difference=mean.tolist(),
+            sem=sem.tolist(),
+            max_difference=worst.tolist(),
+            sem_at_max=at.tolist(),
+            z_at_max=(worst / np.where(at > 0, at, np.inf)).tolist(),
+            tau_at_max=[times[i + 1] for i in k],
+            slope_per_halving=np.log2(worst[:-1] / worst[1:]).tolist(),
+        )
+    return row
+
+
+def relu_flow_order(quick, seeds=None, samples=None):
     """The ReLU flow's order with sampled sites: grids coupled through one fine solve.
+
+    Setting: P = 1 with |x|² = 1/4, L = 2, γ₀ = 1, τ ≤ 2; the loss falls from 0.5 to about
+    2e-3. (With |x|² = 1 it falls by seven decades, and the errors relative to the loss stay
+    pre-asymptotic far past the grids affordable here: the exact linear network in that setting
+    has relative order-2 slopes 0.24, 0.16, 1.01, 1.58 up to 512 steps. ``linear_reference``
+    reports that metric for the exact linear solver in both settings, without sampling noise.)
 
     Each seed solves the finest grid (N steps) and gives every coarser grid (N/2 steps and
     fewer) the innovations that put its sources on the fine solve's paths
     (``dmft.monte_carlo.coarse_innovations``), so the grids differ mostly by their step errors.
     Only the coupled grids enter the differences: the fine solve itself draws its innovations as
-    Sobol' points, and its finite-sample bias differs from theirs. Each grid is
-    the march ``solve_dmft(..., dynamics="flow")`` runs (discrete time with η₀ = dτ), and the
-    order-2 value on grid n combines the predictions of grids n and 2n as the solver does,
+    Sobol' points, and its finite-sample bias differs from theirs. Each grid is the march
+    ``solve_dmft(..., dynamics="flow")`` runs (discrete time with η₀ = dτ), and the order-2
+    value on grid n combines the predictions of grids n and 2n as the solver does,
     2·f(2n) − f(n), with the loss computed from them. The errors are the successive differences
     q(n) − q(2n) on the coarsest grid's times, averaged over seeds, with their standard errors
-    over seeds; the slope per halving is log2 of the ratio of successive maxima over τ > 0.
+    over seeds; the slope per halving is log2 of the ratio of successive maxima over τ > 0,
+    meaningful only where both maxima are well above their standard errors (``z_at_max``).
+    What is left of the noise hardly falls with dτ (about a tenth of each grid's sampling error
+    is not shared by the coupling), so the order-2 differences, which fall as dτ², sink under
+    it from 32 steps at these sizes (docs/flow_and_depth.md).
 
-    The loss falls by seven decades over τ ≤ 2, so the errors are reported relative to the loss
-    at each time (absolute ones too): the absolute maxima sit in the first steps, where the
-    sources' roughness (ReLU's φ' jumps, so the backward fields do) leaves grid-to-grid noise
-    that falls far more slowly than dτ, while the relative errors peak late, where the
-    differences are far above that noise. A check compares the coupled order-2 losses on the
-    two coarsest grids with ``solve_dmft``'s own (independent sources) at the same size; the
-    coupled grids' finite-sample bias shows there at the latest times (``coarse_innovations``).
+    A check compares the coupled order-2 losses on the two coarsest grids with ``solve_dmft``'s
+    own (independent sources) at the same size.
     """
     import jax.numpy as jnp
 
     from dmft.activations import get_activation
     from dmft.monte_carlo import coarse_innovations, solve_mc
     from dmft.network import input_kernel
+    from dmft.solve import _loss
 
-    t_max, depth, gamma0 = 2.0, 2, 1.0
-    N, S, seeds = (64, 2**11, 2) if quick else (512, 2**14, 32)
+    t_max, depth, gamma0, x = 2.0, 2, 1.0, 0.5
+    N, S, n_seeds = (64, 2**11, 2) if quick else (512, 2**14, 32)
+    S, n_seeds = samples or S, seeds or n_seeds
     grid = [n for n in (8, 16, 32, 64, 128, 256) if n < N]  # the coupled grids
-    Kx, y = input_kernel(jnp.ones((1, 1))), jnp.ones(1)
+    X, y = np.full((1, 1), x), np.ones(1)
+    Kx = input_kernel(jnp.asarray(X))
     rtol = float(np.sqrt(np.finfo(np.float64).eps)) ** 1.5
     static = dict(act=get_activation("relu"), depth=depth, alpha=0.5, momentum=0.0, samples=S,
                   rtol=rtol)  # fmt: skip
 
     @jax.jit
     def fine_solve(key):
-        omega = jnp.ones((N, 1))
-        return solve_mc(Kx, y, omega, t_max / N, 1.0, gamma0, key, steps=N,
+        return solve_mc(Kx, y, jnp.ones((N, 1)), t_max / N, 1.0, gamma0, key, steps=N,
                         return_factors=True, **static)  # fmt: skip
 
-    solves = {}
+    # one compiled solve per grid, the innovations derived outside it: with coarse_innovations
+    # (QR, SVD) compiled into the march's program, XLA:CPU hung (512 steps, 16 384 sites)
+    @partial(jax.jit, static_argnames="n")
+    def coarse_solve(key, z, n):
+        return solve_mc(Kx, y, jnp.ones((n, 1)), t_max / n, 1.0, gamma0, key, steps=n,
+                        innovations=z, **static)["f"]  # fmt: skip
 
-    def coarse_solve(n, key, innovations):
-        if n not in solves:
-            omega = jnp.ones((n, 1))
-            solves[n] = jax.jit(lambda k, z: solve_mc(
-                Kx, y, omega, t_max / n, 1.0, gamma0, k, steps=n, innovations=z, **static)["f"])  # fmt: skip
-        return solves[n](key, innovations)
-
-    loss = lambda f: 0.5 * (1.0 - f) ** 2  # noqa: E731
-    c = grid[0]
-    on_c = lambda v, n: v[:: n // c]  # noqa: E731
-    first, second, coupled, best = [], [], [], []
-    t0 = time.perf_counter()
-    for seed in range(seeds):
-        key = jax.random.PRNGKey(seed)
-        fine = fine_solve(key)
+    def coarse_solves(key, fine):
         f = {}
         for n in grid:
             z = [coarse_innovations(fine[F], fine[zz], N // n, 1)
                  for F, zz in (("Fp", "zu"), ("Fg", "zr"))]  # fmt: skip
-            f[n] = np.asarray(coarse_solve(n, key, z))[:, 0]
-        del fine
+            f[n] = np.asarray(coarse_solve(key, z, n))
+        return f
+
+    loss = lambda f: np.asarray(_loss(y, f, jnp.float64))  # noqa: E731
+    c = grid[0]
+    on_c = lambda v, n: v[:: n // c]  # noqa: E731
+    first, second, coupled, best = [], [], [], []
+    t0 = time.perf_counter()
+    for seed in range(n_seeds):
+        key = jax.random.PRNGKey(seed)
+        f = coarse_solves(key, fine_solve(key))
         order2 = {n: loss(2 * f[2 * n][::2] - f[n]) for n in grid[:-1]}
         first.append([on_c(loss(f[n]) - loss(f[2 * n][::2]), n) for n in grid[:-1]])
         second.append([on_c(order2[n] - order2[2 * n][::2], n) for n in grid[:-2]])
@@ -149,41 +182,51 @@ def relu_flow_order(quick):
         best.append(on_c(order2[grid[-2]], grid[-2]))
         print(f"  seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     scale = np.mean(best, axis=0)  # the loss on the coarsest grid's times
-    out = dict(t_max=t_max, depth=depth, gamma0=gamma0, finest_steps=N, samples=S, seeds=seeds,
-               seconds=time.perf_counter() - t0, times=list(np.linspace(0, t_max, c + 1)),
-               loss=scale.tolist())  # fmt: skip
+    times = list(np.linspace(0, t_max, c + 1))
+    out = dict(input_norm_squared=x * x, t_max=t_max, depth=depth, gamma0=gamma0,
+               finest_steps=N, samples=S, seeds=n_seeds, seconds=time.perf_counter() - t0,
+               times=times, loss=scale.tolist())  # fmt: skip
     for name, diffs in (("order1", first), ("order2", second)):
-        d = np.array(diffs)[:, :, 1:]  # (seeds, levels, times τ > 0)
-        row = dict(steps=grid[: d.shape[1]])
-        for kind, x in (("relative", d / scale[1:]), ("absolute", d)):
-            mean, sem = x.mean(0), x.std(0, ddof=1) / np.sqrt(seeds)
-            worst, k = np.abs(mean).max(1), np.abs(mean).argmax(1)
-            row[kind] = dict(
-                mean_difference=mean.tolist(),
-                sem=sem.tolist(),
-                max_difference=worst.tolist(),
-                sem_at_max=sem[np.arange(len(k)), k].tolist(),
-                tau_at_max=[out["times"][i + 1] for i in k],
-                slope_per_halving=np.log2(worst[:-1] / worst[1:]).tolist(),
-            )
-            print(f"relu flow {name} {kind}: max |q(n) - q(2n)|", np.round(worst, 8).tolist(),
-                  "±", np.round(row[kind]["sem_at_max"], 8).tolist(), "slopes",
-                  np.round(row[kind]["slope_per_halving"], 2).tolist(), flush=True)  # fmt: skip
-        out[name] = row
+        out[name] = dict(steps=grid[: len(diffs[0])], **_successive(diffs, scale, times))
+        for kind in ("absolute", "relative"):
+            r = out[name][kind]
+            print(f"relu flow {name} {kind}: max |q(n) - q(2n)|", np.round(r["max_difference"], 8).tolist(),
+                  "z", np.round(r["z_at_max"], 1).tolist(), "slopes",
+                  np.round(r["slope_per_halving"], 2).tolist(), flush=True)  # fmt: skip
     # the coupled grids against solve_dmft's own solves at the two coarsest sizes
     check = []
     for i, n in enumerate(grid[:2]):
-        sol = dmft.solve_dmft(*ONE, depth=depth, activation="relu", gamma0=gamma0, dynamics="flow",
-                              t_max=t_max, steps=n, samples=S, replicas=seeds, seed=100,
+        sol = dmft.solve_dmft(X, y, depth=depth, activation="relu", gamma0=gamma0, dynamics="flow",
+                              t_max=t_max, steps=n, samples=S, replicas=n_seeds, seed=100,
                               memory_limit=16 * 2**30, throw=False)  # fmt: skip
         ref, err = np.asarray(sol.loss), np.asarray(sol.loss_error)
         mine = np.array([c_[i] for c_ in coupled])
-        m, e = mine.mean(0), mine.std(0, ddof=1) / np.sqrt(seeds)
+        m, e = mine.mean(0), mine.std(0, ddof=1) / np.sqrt(n_seeds)
         z = np.abs(m - ref)[1:] / np.hypot(e, err)[1:]
         check.append(dict(steps=n, solver_loss=ref.tolist(), solver_error=err.tolist(),
                           coupled_loss=m.tolist(), coupled_sem=e.tolist(), max_z=float(z.max())))  # fmt: skip
         print("relu flow: coupled grids against solve_dmft, steps", n, "max|z|", round(z.max(), 2))
     out["solver_check"] = check
+    # the same metric for the exact linear network (no sampling), in this setting and at |x|² = 1
+    out["linear_reference"] = {}
+    lin_grid = [8, 16, 32, 64] if quick else [8, 16, 32, 64, 128, 256, 512]
+    for xs in (x, 1.0):
+        kw = dict(depth=depth, activation="linear", gamma0=gamma0, dynamics="flow", t_max=t_max,
+                  throw=False)  # fmt: skip
+        row = {"input_norm_squared": xs * xs, "steps": lin_grid}
+        q = {}
+        for order in (1, 2):
+            q[order] = {n: on_c(np.asarray(dmft.solve_dmft(np.full((1, 1), xs), y, steps=n,
+                                                           flow_order=order, **kw).loss), n)
+                        for n in lin_grid}  # fmt: skip
+        ref = q[2][lin_grid[-1]]
+        for order in (1, 2):
+            diffs = [[q[order][n] - q[order][2 * n] for n in lin_grid[:-1]]]
+            row[f"order{order}"] = _successive(diffs, ref, times)
+            print(f"linear |x|^2={xs * xs} order {order} slopes (absolute, relative):",
+                  np.round(row[f"order{order}"]["absolute"]["slope_per_halving"], 2).tolist(),
+                  np.round(row[f"order{order}"]["relative"]["slope_per_halving"], 2).tolist())  # fmt: skip
+        out["linear_reference"][f"input_norm_squared={xs * xs}"] = row
     return out
 
 
@@ -357,11 +400,23 @@ def main():
     ap.add_argument("--only", default=None, help="one section")
     ap.add_argument("--out", default="benchmarks/results/flow_depth_orders.json")
     ap.add_argument("--figure", default="docs/figures/alpha_limits.png")
+    ap.add_argument(
+        "--relu-seeds",
+        type=int,
+        default=None,
+        help="relu_flow_order: seeds (default 32; 2 with --quick)",
+    )
+    ap.add_argument(
+        "--relu-samples",
+        type=int,
+        default=None,
+        help="relu_flow_order: sites per seed (default 16384; 2048 with --quick)",
+    )
     args = ap.parse_args()
     report = {}
     sections = dict(
         flow_order=flow_order,
-        relu_flow_order=relu_flow_order,
+        relu_flow_order=lambda quick: relu_flow_order(quick, args.relu_seeds, args.relu_samples),
         gd_to_flow=gd_to_flow,
         depth=depth_rates,
         ladder_cost=ladder_cost,

@@ -565,12 +565,13 @@ def coarse_innovations(F, z, stride, n_points):
     kernels differ. Solves on several grids coupled this way differ mostly by their step
     errors, which is what lets the order of the time discretization be measured with sampled
     sites (``benchmarks/flow_depth_orders.py``). Two limits, measured (docs/flow_and_depth.md):
-    what is left of the sampling noise is each site's own step error, which for ReLU (φ' jumps,
-    so the backward fields and the sources rˡ are rough in time) falls far more slowly than
-    dτ; and the coarse innovations, mixtures of many of the fine grid's Sobol' coordinates, no
-    longer have the smaller finite-sample bias of Sobol' points: late in a rich ReLU flow the
-    coupled solves differ from the default solve by a few per cent at 16 384 sites, as solves
-    with pseudo-random sources do.
+    for a nonlinear activation about a tenth of each grid's sampling error is not shared, at
+    every dτ, which sets a floor under the differences; and the coarse innovations, mixtures of
+    many of the fine grid's Sobol' coordinates, no longer have the smaller finite-sample bias of
+    Sobol' points: late in a rich ReLU flow the coupled solves differ from the default solve by
+    one to a few per cent at 16 384 sites, as solves with pseudo-random sources do. Call it
+    outside the jitted solve it feeds: its QR and SVD compiled into one program with the march
+    have hung XLA:CPU (512 steps, 16 384 sites).
 
     Args:
         F: (L, M, M) factors on the fine grid, M = (T+1)·n_points.
