@@ -162,7 +162,7 @@ def relu_flow_order(quick, seeds=None, samples=None):
     def coarse_solves(key, fine):
         f = {}
         for n in grid:
-            z = [coarse_innovations(fine[F], fine[zz], N // n, 1)
+            z = [coarse_innovations(fine[F], fine[zz], N // n)
                  for F, zz in (("Fp", "zu"), ("Fg", "zr"))]  # fmt: skip
             f[n] = np.asarray(coarse_solve(key, z, n))
         return f

@@ -552,7 +552,7 @@ def solve_mc(
     return out
 
 
-def coarse_innovations(F, z, stride, n_points):
+def coarse_innovations(F, z, stride):
     """Innovations that make a grid ``stride`` times coarser share one solve's source paths.
 
     A solve on the fine grid draws a source as u = F ζ (``solve_mc(..., return_factors=True)``
@@ -574,16 +574,14 @@ def coarse_innovations(F, z, stride, n_points):
     have hung XLA:CPU (512 steps, 16 384 sites).
 
     Args:
-        F: (L, M, M) factors on the fine grid, M = (T+1)·n_points.
-        z: (L, T+1, S, n_points) the fine grid's innovations.
+        F: (L, M, M) factors on the fine grid, M = (T+1)·Pt.
+        z: (L, T+1, S, Pt) the fine grid's innovations (Pt points per time).
         stride: keep every stride-th time (T must be a multiple of it).
-        n_points: points per time.
 
     Returns:
-        (L, T/stride + 1, S, n_points) innovations for the coarse grid.
+        (L, T/stride + 1, S, Pt) innovations for the coarse grid.
     """
-    Pt = n_points
-    T1, S = z.shape[1:3]
+    T1, S, Pt = z.shape[1:4]
     times = jnp.arange(0, T1, stride)
     rows = (times[:, None] * Pt + jnp.arange(Pt)[None]).reshape(-1)
 

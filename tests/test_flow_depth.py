@@ -98,7 +98,7 @@ def test_coarse_innovations_put_a_coarse_grid_on_the_fine_grids_paths(n_points):
         return solve_mc(Kx, y, omega, 2.0 / steps, 1.0, 1.0, key, steps=steps, **kw, **extra)
 
     def derived(out, stride):
-        return [coarse_innovations(out[F], out[z], stride, n_points)
+        return [coarse_innovations(out[F], out[z], stride)
                 for F, z in (("Fp", "zu"), ("Fg", "zr"))]  # fmt: skip
 
     def sources(out):  # uˡ = Fpˡ ζˡ per site, (L, M, S)
