@@ -82,7 +82,7 @@ def _successive(diffs, scale, times):
     """Seed-averaged successive differences (seeds, levels, times τ > 0) summarized per level:
     the mean and standard error at each τ, the maximum over τ with its standard error and z,
     and log2 of the ratio of successive maxima (slope per halving), absolute and relative to
-    ``scale`` (the loss at each τ)."""
+    ``scale`` (e.g. the loss at each τ); the same at the last time alone (``*_final``)."""
     d = np.asarray(diffs)[:, :, 1:]
     seeds = d.shape[0]
     row = {}
@@ -99,11 +99,15 @@ def _successive(diffs, scale, times):
             z_at_max=(worst / np.where(at > 0, at, np.inf)).tolist(),
             tau_at_max=[times[i + 1] for i in k],
             slope_per_halving=np.log2(worst[:-1] / worst[1:]).tolist(),
+            final_difference=mean[:, -1].tolist(),
+            sem_final=sem[:, -1].tolist(),
+            z_final=(np.abs(mean[:, -1]) / np.where(sem[:, -1] > 0, sem[:, -1], np.inf)).tolist(),
+            slope_final_per_halving=np.log2(np.abs(mean[:-1, -1] / mean[1:, -1])).tolist(),
         )
     return row
 
 
-def relu_flow_order(quick, seeds=None, samples=None):
+def relu_flow_order(quick, seeds=None, samples=None, finest=None, first_seed=0, budget=None):
     """The ReLU flow's order with sampled sites: grids coupled through one fine solve.
 
     Setting: P = 1 with |x|² = 1/4, L = 2, γ₀ = 1, τ ≤ 2; the loss falls from 0.5 to about
@@ -125,10 +129,19 @@ def relu_flow_order(quick, seeds=None, samples=None):
     meaningful only where both maxima are well above their standard errors (``z_at_max``).
     What is left of the noise hardly falls with dτ (about a tenth of each grid's sampling error
     is not shared by the coupling), so the order-2 differences, which fall as dτ², sink under
-    it from 32 steps at these sizes (docs/flow_and_depth.md).
+    it from 32 steps with 32 seeds; 394 seeds with ``finest=256`` resolve them to 32 steps
+    (docs/flow_and_depth.md).
 
-    A check compares the coupled order-2 losses on the two coarsest grids with ``solve_dmft``'s
-    own (independent sources) at the same size.
+    The order-2 prediction f(τ) is summarized the same way (``order2_prediction``, relative to
+    the residual y − f), and every summary also gives the difference at τ = t_max alone
+    (``*_final``). In the exact linear network (``linear_reference``) the prediction at t_max
+    has slopes 1.79, 1.98, 2.00, … from the 8-step difference on, within 0.02 of 2 from the
+    16-step one; the loss's maximum over τ has 2.74, 2.33, 2.16, …, within 0.2 only from 32.
+
+    ``finest`` sets the fine solve's steps (the coupled grids are 8 … finest/2), ``first_seed``
+    the first seed, and ``budget`` the seconds after which no new seed is started (the seeds
+    done are summarized). A check compares the coupled order-2 losses on the two coarsest grids
+    with ``solve_dmft``'s own (independent sources, at most 32 replicas) at the same size.
     """
     import jax.numpy as jnp
 
@@ -139,7 +152,7 @@ def relu_flow_order(quick, seeds=None, samples=None):
 
     t_max, depth, gamma0, x = 2.0, 2, 1.0, 0.5
     N, S, n_seeds = (64, 2**11, 2) if quick else (512, 2**14, 32)
-    S, n_seeds = samples or S, seeds or n_seeds
+    N, S, n_seeds = finest or N, samples or S, seeds or n_seeds
     grid = [n for n in (8, 16, 32, 64, 128, 256) if n < N]  # the coupled grids
     X, y = np.full((1, 1), x), np.ones(1)
     Kx = input_kernel(jnp.asarray(X))
@@ -170,34 +183,46 @@ def relu_flow_order(quick, seeds=None, samples=None):
     loss = lambda f: np.asarray(_loss(y, f, jnp.float64))  # noqa: E731
     c = grid[0]
     on_c = lambda v, n: v[:: n // c]  # noqa: E731
-    first, second, coupled, best = [], [], [], []
+    first, second, second_f, coupled, best, best_f = [], [], [], [], [], []
     t0 = time.perf_counter()
-    for seed in range(n_seeds):
+    for seed in range(first_seed, first_seed + n_seeds):
+        if budget is not None and len(first) >= 2 and time.perf_counter() - t0 > budget:
+            break  # the time budget is spent: summarize the seeds done
         key = jax.random.PRNGKey(seed)
         f = coarse_solves(key, fine_solve(key))
-        order2 = {n: loss(2 * f[2 * n][::2] - f[n]) for n in grid[:-1]}
+        f2 = {n: 2 * f[2 * n][::2] - f[n] for n in grid[:-1]}  # order-2 predictions
+        order2 = {n: loss(f2[n]) for n in grid[:-1]}
         first.append([on_c(loss(f[n]) - loss(f[2 * n][::2]), n) for n in grid[:-1]])
         second.append([on_c(order2[n] - order2[2 * n][::2], n) for n in grid[:-2]])
+        second_f.append([on_c(f2[n] - f2[2 * n][::2], n)[:, 0] for n in grid[:-2]])
         coupled.append([order2[n] for n in grid[:2]])
         best.append(on_c(order2[grid[-2]], grid[-2]))
+        best_f.append(on_c(f2[grid[-2]], grid[-2])[:, 0])
         print(f"  seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+    n_seeds = len(first)
     scale = np.mean(best, axis=0)  # the loss on the coarsest grid's times
     times = list(np.linspace(0, t_max, c + 1))
     out = dict(input_norm_squared=x * x, t_max=t_max, depth=depth, gamma0=gamma0,
-               finest_steps=N, samples=S, seeds=n_seeds, seconds=time.perf_counter() - t0,
-               times=times, loss=scale.tolist())  # fmt: skip
-    for name, diffs in (("order1", first), ("order2", second)):
-        out[name] = dict(steps=grid[: len(diffs[0])], **_successive(diffs, scale, times))
+               finest_steps=N, samples=S, seeds=n_seeds, first_seed=first_seed,
+               seconds=time.perf_counter() - t0, times=times, loss=scale.tolist())  # fmt: skip
+    # the order-2 prediction f(τ) too: relative to the residual y − f
+    residual = y[0] - np.mean(best_f, axis=0)
+    for name, diffs, sc in (("order1", first, scale), ("order2", second, scale),
+                            ("order2_prediction", second_f, residual)):  # fmt: skip
+        out[name] = dict(steps=grid[: len(diffs[0])], **_successive(diffs, sc, times))
         for kind in ("absolute", "relative"):
             r = out[name][kind]
             print(f"relu flow {name} {kind}: max |q(n) - q(2n)|", np.round(r["max_difference"], 8).tolist(),
                   "z", np.round(r["z_at_max"], 1).tolist(), "slopes",
-                  np.round(r["slope_per_halving"], 2).tolist(), flush=True)  # fmt: skip
+                  np.round(r["slope_per_halving"], 2).tolist(), "| at t_max:",
+                  np.round(r["final_difference"], 8).tolist(), "z",
+                  np.round(r["z_final"], 1).tolist(), "slopes",
+                  np.round(r["slope_final_per_halving"], 2).tolist(), flush=True)  # fmt: skip
     # the coupled grids against solve_dmft's own solves at the two coarsest sizes
     check = []
     for i, n in enumerate(grid[:2]):
         sol = dmft.solve_dmft(X, y, depth=depth, activation="relu", gamma0=gamma0, dynamics="flow",
-                              t_max=t_max, steps=n, samples=S, replicas=n_seeds, seed=100,
+                              t_max=t_max, steps=n, samples=S, replicas=min(n_seeds, 32), seed=100,
                               memory_limit=16 * 2**30, throw=False)  # fmt: skip
         ref, err = np.asarray(sol.loss), np.asarray(sol.loss_error)
         mine = np.array([c_[i] for c_ in coupled])
@@ -214,18 +239,21 @@ def relu_flow_order(quick, seeds=None, samples=None):
         kw = dict(depth=depth, activation="linear", gamma0=gamma0, dynamics="flow", t_max=t_max,
                   throw=False)  # fmt: skip
         row = {"input_norm_squared": xs * xs, "steps": lin_grid}
-        q = {}
+        q, fq = {}, {}
         for order in (1, 2):
-            q[order] = {n: on_c(np.asarray(dmft.solve_dmft(np.full((1, 1), xs), y, steps=n,
-                                                           flow_order=order, **kw).loss), n)
-                        for n in lin_grid}  # fmt: skip
-        ref = q[2][lin_grid[-1]]
-        for order in (1, 2):
-            diffs = [[q[order][n] - q[order][2 * n] for n in lin_grid[:-1]]]
-            row[f"order{order}"] = _successive(diffs, ref, times)
-            print(f"linear |x|^2={xs * xs} order {order} slopes (absolute, relative):",
-                  np.round(row[f"order{order}"]["absolute"]["slope_per_halving"], 2).tolist(),
-                  np.round(row[f"order{order}"]["relative"]["slope_per_halving"], 2).tolist())  # fmt: skip
+            sols = {n: dmft.solve_dmft(np.full((1, 1), xs), y, steps=n, flow_order=order, **kw)
+                    for n in lin_grid}  # fmt: skip
+            q[order] = {n: on_c(np.asarray(s.loss), n) for n, s in sols.items()}
+            fq[order] = {n: on_c(np.asarray(s.predictions)[:, 0], n) for n, s in sols.items()}
+        ref, ref_f = q[2][lin_grid[-1]], fq[2][lin_grid[-1]]
+        for name, qq, sc in (("order1", q[1], ref), ("order2", q[2], ref),
+                             ("order2_prediction", fq[2], y[0] - ref_f)):  # fmt: skip
+            diffs = [[qq[n] - qq[2 * n] for n in lin_grid[:-1]]]
+            row[name] = r = _successive(diffs, sc, times)
+            print(f"linear |x|^2={xs * xs} {name} slopes (absolute, relative; at t_max):",
+                  np.round(r["absolute"]["slope_per_halving"], 2).tolist(),
+                  np.round(r["relative"]["slope_per_halving"], 2).tolist(),
+                  np.round(r["absolute"]["slope_final_per_halving"], 2).tolist())  # fmt: skip
         out["linear_reference"][f"input_norm_squared={xs * xs}"] = row
     return out
 
@@ -412,11 +440,34 @@ def main():
         default=None,
         help="relu_flow_order: sites per seed (default 16384; 2048 with --quick)",
     )
+    ap.add_argument(
+        "--relu-finest",
+        type=int,
+        default=None,
+        help="relu_flow_order: steps of the fine solve; the coupled grids are 8 … half of it "
+        "(default 512; 64 with --quick)",
+    )
+    ap.add_argument(
+        "--relu-first-seed", type=int, default=0, help="relu_flow_order: first seed (default 0)"
+    )
+    ap.add_argument(
+        "--relu-budget",
+        type=float,
+        default=None,
+        help="relu_flow_order: seconds after which no new seed is started (default: no limit)",
+    )
     args = ap.parse_args()
     report = {}
     sections = dict(
         flow_order=flow_order,
-        relu_flow_order=lambda quick: relu_flow_order(quick, args.relu_seeds, args.relu_samples),
+        relu_flow_order=lambda quick: relu_flow_order(
+            quick,
+            args.relu_seeds,
+            args.relu_samples,
+            args.relu_finest,
+            args.relu_first_seed,
+            args.relu_budget,
+        ),
         gd_to_flow=gd_to_flow,
         depth=depth_rates,
         ladder_cost=ladder_cost,
