@@ -153,6 +153,10 @@ def relu_flow_order(quick, seeds=None, samples=None, finest=None, first_seed=0, 
     t_max, depth, gamma0, x = 2.0, 2, 1.0, 0.5
     N, S, n_seeds = (64, 2**11, 2) if quick else (512, 2**14, 32)
     N, S, n_seeds = finest or N, samples or S, seeds or n_seeds
+    if N < 64 or N & (N - 1):  # grids 8 … N/2: at least one order-2 difference
+        raise ValueError(f"finest: a power of two of at least 64, got {N}")
+    if n_seeds < 2 or S < 2:
+        raise ValueError(f"seeds and samples: at least 2 each, got {n_seeds} and {S}")
     grid = [n for n in (8, 16, 32, 64, 128, 256) if n < N]  # the coupled grids
     X, y = np.full((1, 1), x), np.ones(1)
     Kx = input_kernel(jnp.asarray(X))
